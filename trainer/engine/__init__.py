@@ -1,0 +1,1 @@
+"""Training engine: the train loop, checkpoints, learning-rate schedule, metrics and DDP helpers."""

@@ -1,0 +1,1 @@
+"""One-shot evaluation: feature extraction, nearest neighbour, distribution calibration, results."""
