@@ -1,0 +1,108 @@
+"""Engines and sessions for the kbgen database.
+
+SQLite by default (``$KBGEN_HOME/kbgen.db``), any SQLAlchemy URL through ``--db``/``$KBGEN_DB``.
+SQLite connections use WAL and a 30 s busy timeout so parallel workers and a reader in another
+terminal do not hit "database is locked" (llm #789). The schema is upgraded to the newest
+migration ONCE per process and URL, when the engine is first asked for, never per call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from kbgen.home import database_url
+from kbgen.store.errors import StoreError
+from kbgen.store.migrate import upgrade_to_head
+
+BUSY_TIMEOUT_S = 30
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """A new engine for ``url`` with kbgen's connection settings; does not migrate."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+        event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def get_engine(url: str | None = None, *, upgrade: bool = True) -> Engine:
+    """The process-wide engine for ``url`` (resolved by :func:`kbgen.home.database_url`).
+
+    The first call for a URL upgrades its schema to head (unless ``upgrade=False``, used by
+    ``kbgen db current`` to look without touching).
+    """
+    resolved = database_url(url)
+    with _lock:
+        engine = _engines.get(resolved)
+        if engine is None:
+            try:
+                engine = make_engine(resolved)
+            except (SQLAlchemyError, ImportError) as exc:
+                raise StoreError(
+                    f"cannot open database {resolved}: {exc.__class__.__name__}: {exc}"
+                ) from None
+            if not upgrade:
+                return engine
+            _engines[resolved] = engine
+            try:
+                upgrade_to_head(engine)
+            except SQLAlchemyError as exc:
+                del _engines[resolved]
+                raise StoreError(
+                    f"cannot prepare database {resolved}: {exc.__class__.__name__}: {exc}"
+                ) from None
+            except StoreError:
+                del _engines[resolved]
+                raise
+    return engine
+
+
+def session_factory(url: str | None = None) -> sessionmaker[Session]:
+    """A session factory bound to the (migrated) engine of ``url``."""
+    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A short transaction: commits on success, rolls back on error.
+
+    Use one scope per unit of work (one good LLM answer, one edit) so that a killed process
+    loses nothing already answered.
+    """
+    session = session_factory(url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_all() -> None:
+    """Close every cached engine (tests, and processes that fork)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()

@@ -1,0 +1,62 @@
+"""Alembic plumbing: find the migrations shipped with the code, upgrade, read revisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from kbgen.store.errors import StoreError
+
+# The repository's migrations/ folder, found from this file so the CLI works from any cwd.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+ALEMBIC_INI = MIGRATIONS_DIR / "alembic.ini"
+
+
+def alembic_config(url: str, connection: Connection | None = None) -> Config:
+    """An Alembic config for ``url``; with ``connection`` the migration runs on it (no new engine)."""
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise StoreError(
+            f"kbgen's migrations are missing ({MIGRATIONS_DIR}): reinstall kbgen from the repository"
+        )
+    cfg = Config(str(ALEMBIC_INI)) if ALEMBIC_INI.is_file() else Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # ConfigParser interpolation would choke on '%' in URL-encoded passwords.
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["connection"] = connection
+    cfg.attributes["configure_logging"] = False
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest revision shipped with this code."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    head = script.get_current_head()
+    assert head is not None, "migrations/versions has no revision"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None for a blank database."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade_to_head(engine: Engine) -> None:
+    """Bring the database to the newest revision (a no-op when it is already there)."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    if current is not None and script.get_revision(current) is None:
+        raise StoreError(
+            f"the database is at revision {current}, which this kbgen does not know: upgrade kbgen "
+            "or point --db at another database"
+        )
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(str(engine.url), connection=conn), "head")

@@ -1,0 +1,26 @@
+"""Helpers shared by the store and CLI tests: a fresh dataset in the per-test database."""
+
+from __future__ import annotations
+
+from dataspec import load_spec
+from kbgen.store import db, repo
+
+
+def seed_dataset(name: str = "ntu120") -> None:
+    """Create the dataset rows of a shipped spec in the current (per-test) database."""
+    with db.session_scope() as s:
+        repo.ensure_dataset(s, load_spec(name))
+
+
+def fill_class(dataset: str, class_id: str, *, prefix: str = "", source: str = "llm") -> None:
+    """Give a class a global text and a text for every joint."""
+    spec = load_spec(dataset)
+    with db.session_scope() as s:
+        row = repo.get_class(s, dataset, class_id)
+        repo.save_description(
+            s, row, "global", None, f"{prefix}global of {class_id}", source, key_body_parts=["arm", "hand"]
+        )
+        for joint in spec.joints:
+            repo.save_description(
+                s, row, "joint", joint.index, f"{prefix}{joint.name} moves in {class_id}", source
+            )
