@@ -1,0 +1,236 @@
+"""``kbgen embed`` (write a knowledge pack) and ``kbgen pack info`` (inspect one)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from kbgen.cli.app import app
+
+if TYPE_CHECKING:
+    from kbgen.embed.cache import Encoder
+
+console = Console()
+err_console = Console(stderr=True)
+
+pack_app = typer.Typer(help="Inspect knowledge packs (*.kpack.safetensors).", no_args_is_help=True)
+app.add_typer(pack_app, name="pack")
+
+DB_OPTION = typer.Option(
+    None, "--db", help="Database URL or SQLite file (default: $KBGEN_DB or $KBGEN_HOME/kbgen.db)."
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    """Print one red line and give the exit to raise."""
+    err_console.print(f"[red]Error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+class _ProgressEncoder:
+    """Wraps an encoder so that the texts it is actually asked to encode drive a progress bar."""
+
+    def __init__(self, inner: Encoder, progress: Progress) -> None:
+        self._inner = inner
+        self._progress = progress
+        self.key = inner.key
+
+    def encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        task = self._progress.add_task("embedding", total=len(texts))
+        return self._inner.encode(texts, on_batch=lambda n: self._progress.advance(task, n))
+
+
+@app.command()
+def embed(
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="Dataset name (data/datasets/<name>.yaml) or spec path."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Pack file to write (default: packs/<dataset>.kpack.safetensors)."
+    ),
+    encoder: str = typer.Option(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "--encoder",
+        "-e",
+        help="Hugging Face model id or local model directory (paper: microsoft/deberta-v2-xlarge).",
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Sentences per forward pass."),
+    pooling: str = typer.Option("mean", "--pooling", help="mean (masked mean of tokens) or cls."),
+    normalize: bool = typer.Option(False, "--normalize/--no-normalize", help="L2-normalise the embeddings."),
+    allow_download: bool = typer.Option(
+        False, "--allow-download", help="Let transformers download a model missing from the local cache."
+    ),
+    allow_missing: bool = typer.Option(
+        False, "--allow-missing", help="Leave out incomplete classes (listed) instead of failing."
+    ),
+    db: str | None = DB_OPTION,
+) -> None:
+    """Embed the current descriptions of a dataset and write its knowledge pack for the trainer."""
+    from dataspec import SpecError, load_spec
+    from kbgen.embed.encoder import POOLINGS, EncoderConfig, EncoderError, TextEncoder
+    from kbgen.embed.pack_writer import PACK_SUFFIX, PackError, write_pack
+    from kbgen.store.db import session_scope
+    from kbgen.store.errors import StoreError
+
+    if pooling not in POOLINGS:
+        raise typer.BadParameter(f"use one of {', '.join(POOLINGS)}", param_hint="--pooling")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise typer.BadParameter("use cpu or cuda (cuda:N)", param_hint="--device")
+    try:
+        spec = load_spec(dataset)
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+    path = output or Path("packs") / f"{spec.name}{PACK_SUFFIX}"
+    config = EncoderConfig(
+        name=encoder,
+        pooling=pooling,  # type: ignore[arg-type]  # checked against POOLINGS above
+        normalize=normalize,
+        device=device,
+        batch_size=batch_size,
+        allow_download=allow_download,
+    )
+    try:
+        text_encoder = TextEncoder(config)
+        progress = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        )
+        with progress, session_scope(db) as session:
+            result = write_pack(
+                session,
+                spec,
+                _ProgressEncoder(text_encoder, progress),
+                path,
+                encoder_info=text_encoder.describe(),
+                allow_missing=allow_missing,
+            )
+    except (EncoderError, PackError, StoreError) as exc:
+        raise _fail(str(exc)) from None
+    meta = result.metadata
+    stats = result.stats
+    console.print(
+        f"[green]Wrote[/green] {result.path}: {len(result.class_ids)} classes × {spec.num_joints} joints, "
+        f"D={meta['dim']}, encoder {meta['encoder']} ({meta['pooling']}"
+        f"{', L2' if normalize else ''}), kb revision {meta['kb_revision'][:12]}",
+        highlight=False,
+    )
+    console.print(
+        f"texts: {stats.requested} ({stats.distinct} distinct), {stats.cached} from the cache, "
+        f"{stats.encoded} encoded",
+        highlight=False,
+    )
+    if result.missing:
+        console.print(f"[yellow]Left out {len(result.missing)} incomplete class(es):[/yellow]")
+        for m in result.missing:
+            console.print(f"  {m.class_id}: {m.reason}", highlight=False)
+
+
+def _db_status(metadata: dict[str, str], db: str | None) -> str:
+    """Whether the pack holds the knowledge the database would give now."""
+    from dataspec import SpecError, load_spec
+    from kbgen.embed.pack_writer import PackError, snapshot
+    from kbgen.store.db import session_scope
+    from kbgen.store.errors import StoreError
+
+    try:
+        spec = load_spec(metadata["dataset"])
+        class_ids = json.loads(metadata["class_ids"])
+        with session_scope(db) as session:
+            snap = snapshot(session, spec, class_ids)
+    except (SpecError, PackError, StoreError) as exc:
+        return f"[yellow]cannot compare with the knowledge base: {exc}[/yellow]"
+    if snap.missing:
+        return (
+            f"[yellow]OLDER than the knowledge base: {len(snap.missing)} of its classes are now incomplete "
+            f"({snap.missing[0].class_id}: {snap.missing[0].reason})[/yellow]"
+        )
+    now = snap.revision
+    if now == metadata.get("kb_revision"):
+        return "[green]up to date with the knowledge base[/green]"
+    return (
+        f"[yellow]OLDER than the knowledge base (pack {metadata.get('kb_revision', '?')[:12]}, database "
+        f"{now[:12]}): run `kbgen embed --dataset {spec.name}` again[/yellow]"
+    )
+
+
+def _plot_similarity(global_text: np.ndarray, class_ids: list[str], path: Path) -> None:
+    """Class × class cosine similarity of the global embeddings as a heat map (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers
+    import matplotlib.pyplot as plt
+
+    vectors = global_text.astype(np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    sim = vectors @ vectors.T
+    n = len(class_ids)
+    size = min(4 + n * 0.12, 24)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    image = ax.imshow(sim, cmap="viridis", vmin=min(0.0, float(sim.min())), vmax=1.0)
+    step = max(1, n // 40)  # at most ~40 labelled ticks, legible at any class count
+    ticks = list(range(0, n, step))
+    ax.set_xticks(ticks, [class_ids[i] for i in ticks], rotation=90, fontsize=7)
+    ax.set_yticks(ticks, [class_ids[i] for i in ticks], fontsize=7)
+    ax.set_title("Cosine similarity of global-description embeddings")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@pack_app.command("info")
+def pack_info(
+    path: Path = typer.Argument(..., help="The *.kpack.safetensors file."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a class×class similarity heat map (PNG)."),
+    compare_db: bool = typer.Option(
+        True, "--compare/--no-compare", help="Compare the pack's kb revision with the knowledge base now."
+    ),
+    db: str | None = DB_OPTION,
+) -> None:
+    """Show a pack's metadata, shapes, classes and encoder, and whether the knowledge base changed since."""
+    from trainer.knowledge.pack import PackError, read_pack_file
+
+    try:
+        tensors, meta = read_pack_file(path)
+    except PackError as exc:
+        raise _fail(str(exc)) from None
+    class_ids = json.loads(meta["class_ids"])
+    joint_names = json.loads(meta["joint_names"])
+    missing = json.loads(meta.get("missing_classes", "[]"))
+    table = Table(show_header=False, box=None)
+    table.add_row("pack", str(path))
+    table.add_row("dataset", meta.get("dataset", "?"))
+    table.add_row("format", f"{meta.get('format')} v{meta.get('format_version')}")
+    table.add_row("encoder", meta.get("encoder", "?"))
+    table.add_row("pooling", f"{meta.get('pooling', '?')}, normalize={meta.get('normalize', '?')}")
+    table.add_row("D", meta.get("dim", "?"))
+    for name in ("joint_text", "global_text", "key_joints"):
+        t = tensors[name]
+        table.add_row(name, f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}")
+    shown = ", ".join(class_ids[:12]) + (f" … ({len(class_ids)} in all)" if len(class_ids) > 12 else "")
+    table.add_row("classes", shown or "none")
+    table.add_row("joints", f"{len(joint_names)}: {', '.join(joint_names[:4])} …")
+    if missing:
+        table.add_row("left out", ", ".join(m["class_id"] for m in missing))
+    table.add_row("kb revision", meta.get("kb_revision", "?"))
+    table.add_row("created", meta.get("created_at", "?"))
+    if compare_db:
+        table.add_row("knowledge base", _db_status(meta, db))
+    console.print(table, highlight=False)
+    if plot is not None:
+        _plot_similarity(tensors["global_text"].float().numpy(), class_ids, plot)
+        console.print(f"[green]Wrote[/green] {plot}", highlight=False)
