@@ -255,15 +255,24 @@ def list_calls(
     *,
     dataset: Dataset | None = None,
     class_row: ClassRow | None = None,
+    class_id: str | None = None,
     failed_only: bool = False,
     limit: int | None = 10,
 ) -> list[LlmCall]:
-    """The most recent LLM calls first, optionally of one dataset or class, or only the failed ones."""
+    """The most recent LLM calls first, optionally of one dataset or class, or only the failed ones.
+
+    ``class_id`` filters by id across datasets (``A1`` of ntu60 and of ntu120); ``limit=None`` is all.
+    """
     query = select(LlmCall).join(ClassRow, LlmCall.class_pk == ClassRow.id)
     if dataset is not None:
         query = query.where(ClassRow.dataset_id == dataset.id)
     if class_row is not None:
         query = query.where(LlmCall.class_pk == class_row.id)
+    if class_id is not None:
+        try:
+            query = query.where(ClassRow.class_id == normalize_class_id(class_id))
+        except SpecError as exc:
+            raise StoreError(str(exc)) from None
     if failed_only:
         query = query.where(LlmCall.status != "ok")
     query = query.order_by(LlmCall.id.desc())
@@ -379,7 +388,7 @@ def history(
     if joint_position is not None:
         query = query.where(Description.joint_position == joint_position)
     query = query.order_by(
-        Description.kind.desc(),  # 'joint' < 'global': descending puts the global texts first
+        Description.kind,  # 'global' sorts before 'joint'
         Description.joint_position,
         Description.version,
     )

@@ -1,0 +1,51 @@
+"""``kbgen export`` / ``kbgen import``: the knowledge base as a JSON file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kbgen.cli.app import app
+from kbgen.cli.options import DatasetOption, DbOption, console, open_dataset, user_errors
+from kbgen.store import db as store_db
+from kbgen.store import kbfile
+
+
+@app.command("export")
+def export_command(
+    dataset: DatasetOption,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.", show_default=False)
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Export the current texts of a dataset as JSON (classes with any text; no API keys, no logs)."""
+    spec = open_dataset(dataset, db)
+    with user_errors(), store_db.session_scope(db) as s:
+        document = kbfile.export_kb(s, spec)
+    text = kbfile.dumps(document)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8")
+    console.print(f"Exported {len(document['classes'])} classes of {spec.name} to {output}")
+
+
+@app.command("import")
+def import_command(
+    path: Annotated[Path, typer.Argument(help="A file written by `kbgen export`.", show_default=False)],
+    dataset: DatasetOption,
+    db: DbOption = None,
+) -> None:
+    """Import texts from a JSON file: checks it all first, then saves changed texts as new versions.
+
+    Texts equal to the current ones are skipped; an invalid file stores nothing.
+    """
+    spec = open_dataset(dataset, db)
+    with user_errors(), store_db.session_scope(db) as s:
+        report = kbfile.import_kb(s, spec, path)
+    console.print(
+        f"Imported {path}: {report.classes} classes, {report.saved} texts saved, {report.unchanged} unchanged"
+    )
