@@ -1,0 +1,188 @@
+"""timm-style smoke tests over every encoder × {plain, g2l, l2g, both}, plus graph and loss behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dataspec import load_spec
+from trainer.models import create_model, list_models
+from trainer.models.base import count_parameters
+from trainer.models.crossglg import CrossGLG
+from trainer.models.graph import SkeletonGraph
+from trainer.models.losses import class_mean_mmd, crossglg_loss
+
+VARIANTS = {"plain": (False, False), "g2l": (True, False), "l2g": (False, True), "both": (True, True)}
+T, B, K, D = 8, 2, 6, 16
+
+
+@pytest.fixture(scope="module")
+def ntu():
+    return load_spec("ntu120")
+
+
+def _inputs(spec, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, 3, T, spec.num_joints, spec.persons, generator=gen)
+    text = torch.randn(B, spec.num_joints, D, generator=gen)
+    y = torch.tensor([0, K - 1])
+    k_gt = torch.softmax(torch.randn(B, spec.num_joints, generator=gen), dim=-1)
+    return x, text, y, k_gt
+
+
+def test_registry_lists_both_encoders():
+    assert {"infogcn", "stgcn"} <= set(list_models())
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("resnet", num_classes=3)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("encoder", ["infogcn", "stgcn"])
+def test_forward_backward_every_parameter_gets_a_gradient(encoder, variant, ntu):
+    g2l, l2g = VARIANTS[variant]
+    torch.manual_seed(0)
+    model = CrossGLG(encoder, K, ntu, text_dim=D, g2l=g2l, l2g=l2g, width=32, heads=4)
+    x, text, y, k_gt = _inputs(ntu)
+    out = model(x, text)
+    assert out["logits"].shape == (B, K)
+    assert out["features"].shape == (B, model.encoder.feature_dim)
+    assert (out["k_out"] is not None) == g2l
+    assert (out["logits_text"] is not None) == l2g
+    if g2l:
+        assert out["k_out"].shape == (B, ntu.num_joints)
+        torch.testing.assert_close(out["k_out"].sum(-1), torch.ones(B))
+    if l2g:
+        assert out["logits_text"].shape == (B, K)
+    for key in ("logits", "logits_text", "k_out", "features"):
+        if out[key] is not None:
+            assert torch.isfinite(out[key]).all(), key
+    total, parts = crossglg_loss(out, y, k_gt)
+    assert torch.isfinite(total)
+    assert ("calibrate" in parts) == g2l and ("text_cls" in parts) == l2g
+    assert ("mmd" in parts) == (encoder == "infogcn")
+    total.backward()
+    no_grad = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum())
+    ]
+    assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("encoder", ["infogcn", "stgcn"])
+def test_inference_path_needs_no_text(encoder, variant, ntu):
+    g2l, l2g = VARIANTS[variant]
+    model = CrossGLG(encoder, K, ntu, text_dim=D, g2l=g2l, l2g=l2g, width=32).eval()
+    x, *_ = _inputs(ntu)
+    feats = model.extract_features(x)
+    assert feats.shape == (B, model.encoder.feature_dim) and torch.isfinite(feats).all()
+    out = model(x)  # no text at all: the text branch stays off
+    assert out["logits_text"] is None
+    torch.testing.assert_close(out["features"], feats)
+    assert model.inference_parameters() <= model.training_parameters()
+    if l2g:
+        assert model.training_parameters() - model.inference_parameters() == count_parameters(
+            model.interaction
+        )
+
+
+def test_single_person_dataset_runs():
+    spec = load_spec("nwucla")
+    for encoder in ("infogcn", "stgcn"):
+        model = CrossGLG(encoder, 4, spec, text_dim=D, width=32)
+        x = torch.randn(B, 3, T, spec.num_joints, 1)
+        out = model(x, torch.randn(B, spec.num_joints, D))
+        assert out["logits"].shape == (B, 4) and out["k_out"].shape == (B, 20)
+
+
+def test_infogcn_parameter_count_matches_the_paper(ntu):
+    # InfoGCN reports ~1.57 M parameters for 100 classes (NTU-120 scale).
+    n = count_parameters(create_model("infogcn", num_classes=100, spec=ntu))
+    assert abs(n - 1.57e6) / 1.57e6 < 0.01, n
+
+
+def test_stgcn_parameter_count_matches_the_paper(ntu):
+    # ST-GCN is ~3.1 M parameters with 60 classes.
+    n = count_parameters(create_model("stgcn", num_classes=60, spec=ntu))
+    assert abs(n - 3.1e6) / 3.1e6 < 0.02, n
+
+
+def test_crossglg_inference_overhead_is_about_a_tenth_of_a_million(ntu):
+    plain = CrossGLG("infogcn", 100, ntu, g2l=False, l2g=False)
+    both = CrossGLG("infogcn", 100, ntu, g2l=True, l2g=True)
+    overhead = both.inference_parameters() - plain.inference_parameters()
+    assert 0.05e6 < overhead < 0.15e6, overhead
+    assert both.training_parameters() > both.inference_parameters()
+
+
+@pytest.mark.parametrize("encoder", ["infogcn", "stgcn"])
+def test_uniform_key_joints_leave_features_unchanged(encoder, ntu):
+    torch.manual_seed(1)
+    model = CrossGLG(encoder, K, ntu, g2l=True, l2g=False).eval()
+    x, *_ = _inputs(ntu)
+    plain = model.encoder.pool(model.encoder.forward_features(x))
+    v = ntu.num_joints
+    with torch.no_grad():  # make the JID output exactly uniform: zero weights, equal biases
+        model.jid.fc2.weight.zero_()
+        model.jid.fc2.bias.fill_(0.3)
+        out = model(x)
+    torch.testing.assert_close(out["k_out"], torch.full((B, v), 1.0 / v))
+    torch.testing.assert_close(out["features"], plain)
+    with torch.no_grad():  # a peaked distribution does change them
+        model.jid.fc2.bias.copy_(torch.linspace(-3, 3, v))
+        peaked = model(x)["features"]
+    assert not torch.allclose(peaked, plain, atol=1e-4)
+
+
+def test_n_pre_out_of_range_is_refused(ntu):
+    with pytest.raises(ValueError, match="n_pre"):
+        CrossGLG("infogcn", K, ntu, n_pre=9)
+
+
+def test_relative_coordinates_subtract_the_parent(ntu):
+    graph = SkeletonGraph.from_spec(ntu)
+    rel = graph.relative_coordinate_matrix(1)
+    coords = np.random.default_rng(0).normal(size=(ntu.num_joints, 3))
+    out = rel @ coords
+    for child, parent in ntu.edges:
+        np.testing.assert_allclose(out[child], coords[child] - coords[parent])
+    root = next(j for j in range(ntu.num_joints) if j not in {c for c, _ in ntu.edges})
+    np.testing.assert_allclose(out[root], coords[root])  # the root keeps its absolute position
+    rel2 = graph.relative_coordinate_matrix(2) @ coords
+    np.testing.assert_allclose(rel2[3], coords[3] - coords[20])  # head minus grandparent (upper spine)
+
+
+def test_spatial_partitions_split_each_neighbourhood(ntu):
+    graph = SkeletonGraph.from_spec(ntu)
+    parts = graph.spatial_partitions()
+    assert parts.shape == (3, 25, 25)
+    np.testing.assert_allclose(parts.sum(axis=(0, 2)), np.ones(25), rtol=1e-6)  # averaging neighbourhoods
+    # elbow (5): itself in 'same', shoulder (4) is closer to the centre, wrist (6) farther
+    assert parts[0, 5, 5] > 0 and parts[1, 5, 4] > 0 and parts[2, 5, 6] > 0
+    assert parts[0, 5, 4] == parts[2, 5, 4] == 0
+
+
+def test_mmd_matches_a_per_class_loop():
+    gen = torch.Generator().manual_seed(0)
+    z, prior = torch.randn(7, 5, generator=gen), torch.randn(4, 5, generator=gen)
+    y = torch.tensor([0, 0, 2, 2, 2, 3, 0])
+    present = [c for c in range(4) if (y == c).any()]
+    means = torch.stack([z[y == c].mean(0) for c in present])
+    expected = torch.nn.functional.mse_loss(means, prior[present])
+    torch.testing.assert_close(class_mean_mmd(z, prior, y), expected)
+
+
+def test_loss_weights_combine_the_parts():
+    gen = torch.Generator().manual_seed(0)
+    out = {
+        "logits": torch.randn(3, 4, generator=gen),
+        "logits_text": torch.randn(3, 4, generator=gen),
+        "k_out": torch.softmax(torch.randn(3, 5, generator=gen), -1),
+    }
+    y, k_gt = torch.tensor([0, 1, 3]), torch.full((3, 5), 0.2)
+    total, parts = crossglg_loss(out, y, k_gt, w_calibrate=0.5, w_c=0.2)
+    torch.testing.assert_close(total, parts["cls"] + 0.5 * parts["calibrate"] + 0.2 * parts["text_cls"])
+    no_pack, parts2 = crossglg_loss(out, y, None)
+    assert "calibrate" not in parts2

@@ -1,0 +1,257 @@
+"""InfoGCN (Chi et al., CVPR 2022, "InfoGCN: Representation Learning for Human Skeleton-based Action
+Recognition"), written from the paper and the public description of the official model.
+
+Facts used (paper / public description): input = k-th-ancestor relative coordinates (``I - A^k``
+with the parent matrix A; k=1 by default); linear joint embedding to 64 channels + learned
+positional embedding + BatchNorm over (person, joint, channel); nine encoding blocks
+(64, 64, 64, 128/2, 128, 128, 256/2, 256, 256); each block = SA-GC (per-frame self-attention
+topology over joints, 3 heads, query/key width C/8, multiplied by a shared learnable topology
+initialised to the identity) followed by a multi-scale TCN (two kernel-5 branches with dilation 1
+and 2, a max-pool branch and a 1×1 branch, C/4 channels each); the information-bottleneck head
+(fc + ReLU, ``mu`` and ``log σ²`` layers, sampling ``z = mu + ε·exp(noise_ratio·logvar)`` in
+training, a linear decoder to the classes, an orthogonal class prior ``z_prior`` for the MMD loss).
+About 1.57 M parameters for 100 classes.
+
+Our code differs in layout only, for speed: the per-head 1×1 convolutions of SA-GC are one
+convolution over the concatenated heads, and the four 1×1 entry convolutions of the multi-scale
+TCN are one convolution. :mod:`trainer.models.checkpoint_import` maps official weights onto it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trainer.models.base import SkeletonEncoder, TemporalConvBN, bn_init, conv_init
+from trainer.models.graph import SkeletonGraph
+from trainer.models.registry import register_model
+
+if TYPE_CHECKING:
+    from dataspec import DatasetSpec
+
+INFOGCN_CHANNELS: tuple[tuple[int, int], ...] = (
+    (64, 1),
+    (64, 1),
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (256, 1),
+)
+
+
+class SelfAttentionGraphConv(nn.Module):
+    """SA-GC: graph convolution whose topology is a per-frame self-attention map times a shared one.
+
+    ``out = ReLU(BN(Σ_h W_h (S_h ⊙ A_h) x) + down(x))`` with ``S_h`` the softmax attention of head
+    ``h`` computed per frame from the layer-normed joint features, ``A_h`` the shared learnable
+    topology (identity at init) and ``W_h`` a 1×1 convolution. The heads are evaluated together: one
+    einsum, one convolution over the ``heads × in_channels`` stacked features.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_joints: int, heads: int = 3):
+        super().__init__()
+        self.heads = heads
+        self.qk_dim = max(in_channels // 8, 1)
+        self.scale = self.qk_dim**-0.5
+        self.attn_norm = nn.LayerNorm(in_channels)
+        self.to_qk = nn.Linear(in_channels, 2 * heads * self.qk_dim)
+        self.shared_topology = nn.Parameter(torch.eye(num_joints).repeat(heads, 1, 1))
+        self.mix = nn.Conv2d(heads * in_channels, out_channels, 1)
+        self.bn = nn.BatchNorm2d(out_channels)
+        if in_channels != out_channels:
+            self.down = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
+        else:
+            self.down = nn.Identity()
+        self._init_weights(in_channels, out_channels)
+
+    def _init_weights(self, in_channels: int, out_channels: int) -> None:
+        # Official init: normal(0, 1) query/key weights; each head's 1×1 conv N(0, 2/(out·in·heads));
+        # the output BN starts at 1e-6 so every block begins close to its shortcut.
+        nn.init.normal_(self.to_qk.weight, 0.0, 1.0)
+        nn.init.normal_(self.mix.weight, 0.0, math.sqrt(2.0 / (out_channels * in_channels * self.heads)))
+        nn.init.zeros_(self.mix.bias)
+        bn_init(self.bn, 1e-6)
+        if isinstance(self.down, nn.Sequential):
+            conv_init(self.down[0])
+            bn_init(self.down[1], 1.0)
+
+    def attention(self, x: Tensor) -> Tensor:
+        """Per-frame joint attention ``[B, T, heads, V, V]`` from features ``[B, C, T, V]``."""
+        y = self.to_qk(self.attn_norm(x.permute(0, 2, 3, 1)))  # [B, T, V, 2·H·d]
+        q, k = y.unflatten(-1, (2, self.heads, self.qk_dim)).permute(3, 0, 1, 4, 2, 5)  # [B, T, H, V, d]
+        return torch.softmax((q @ k.transpose(-1, -2)) * self.scale, dim=-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, t, v = x.shape
+        topology = self.attention(x) * self.shared_topology  # [B, T, H, V, V]
+        # z[b, h, c, t, i] = Σ_j topology[b, t, h, i, j] · x[b, c, t, j]
+        z = torch.einsum("bthij,bctj->bhcti", topology, x).reshape(b, self.heads * c, t, v)
+        return F.relu(self.bn(self.mix(z)) + self.down(x))
+
+
+class MultiScaleTemporalConv(nn.Module):
+    """Multi-scale TCN: four branches of ``C/4`` channels, concatenated, then ReLU.
+
+    Branches: 1×1 conv + BN + ReLU followed by a kernel-5 temporal conv + BN with dilation 1 and 2;
+    1×1 conv + BN + ReLU + max-pool(3) + BN; strided 1×1 conv + BN. The four 1×1 entry convolutions
+    are a single convolution here (the last branch is subsampled after it, which equals a strided 1×1).
+    """
+
+    def __init__(
+        self, channels: int, stride: int = 1, kernel_size: int = 5, dilations: Sequence[int] = (1, 2)
+    ):
+        super().__init__()
+        n_branches = len(dilations) + 2
+        if channels % n_branches:
+            raise ValueError(f"multi-scale TCN channels ({channels}) must be a multiple of {n_branches}")
+        self.branch_channels = bc = channels // n_branches
+        self.stride = stride
+        self.n_activated = (len(dilations) + 1) * bc  # channels that go through BN + ReLU before their branch
+        self.expand = nn.Conv2d(channels, n_branches * bc, 1)
+        self.expand_bn = nn.BatchNorm2d(self.n_activated)
+        self.dilated = nn.ModuleList(TemporalConvBN(bc, bc, kernel_size, stride, d) for d in dilations)
+        self.pool = nn.MaxPool2d(kernel_size=(3, 1), stride=(stride, 1), padding=(1, 0))
+        self.pool_bn = nn.BatchNorm2d(bc)
+        self.pointwise_bn = nn.BatchNorm2d(bc)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                conv_init(m)
+            elif isinstance(m, nn.BatchNorm2d):
+                bn_init(m, 1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.expand(x)
+        active = F.relu(self.expand_bn(y[:, : self.n_activated]))
+        parts = active.split(self.branch_channels, dim=1)
+        outs = [branch(part) for branch, part in zip(self.dilated, parts[:-1], strict=True)]
+        outs.append(self.pool_bn(self.pool(parts[-1])))
+        outs.append(self.pointwise_bn(y[:, self.n_activated :, :: self.stride]))
+        return F.relu(torch.cat(outs, dim=1))
+
+
+class InfoGCNBlock(nn.Module):
+    """Encoding block: SA-GC → (optional joint re-weighting) → multi-scale TCN, plus a shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_joints: int, stride: int = 1, heads: int = 3):
+        super().__init__()
+        self.out_channels = out_channels
+        self.gc = SelfAttentionGraphConv(in_channels, out_channels, num_joints, heads)
+        self.tcn = MultiScaleTemporalConv(out_channels, stride)
+        if in_channels == out_channels and stride == 1:
+            self.residual: nn.Module = nn.Identity()
+        else:
+            self.residual = TemporalConvBN(in_channels, out_channels, kernel_size=1, stride=stride)
+            conv_init(self.residual.conv)
+            bn_init(self.residual.bn, 1.0)
+
+    def forward(self, x: Tensor, joint_weight: Tensor | None = None) -> Tensor:
+        y = self.gc(x)
+        if joint_weight is not None:
+            y = y * joint_weight
+        return F.relu(self.tcn(y) + self.residual(x))
+
+
+class InfoGCN(SkeletonEncoder):
+    """InfoGCN encoder with its information-bottleneck head.
+
+    Args:
+        num_classes: classes of the decoder (and rows of the class prior ``z_prior``).
+        graph: the skeleton graph (joints, child→parent edges).
+        in_channels: coordinates per joint (3).
+        num_persons: persons per sample M (the data BatchNorm has ``M·V·64`` channels).
+        k: order of the ancestor in the relative-coordinate input (1: parent).
+        heads: SA-GC heads (3).
+        base_channels: width of the first blocks (64); the others are 2× and 4×.
+        noise_ratio: scale of ``logvar`` in the training-time sampling of ``z`` (official default 0.5).
+        dropout: dropout on the head's hidden feature.
+        prior_gain: gain of the orthogonal class prior (official default 3).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        graph: SkeletonGraph,
+        in_channels: int = 3,
+        num_persons: int = 2,
+        k: int = 1,
+        heads: int = 3,
+        base_channels: int = 64,
+        noise_ratio: float = 0.5,
+        dropout: float = 0.0,
+        prior_gain: float = 3.0,
+    ):
+        super().__init__()
+        v = graph.num_joints
+        self.num_classes = num_classes
+        self.num_joints = v
+        self.num_persons = num_persons
+        self.noise_ratio = noise_ratio
+        rel = torch.as_tensor(graph.relative_coordinate_matrix(k), dtype=torch.float32)
+        self.register_buffer("rel_coords", rel, persistent=False)  # derived from the graph, not learned
+        self.joint_embed = nn.Linear(in_channels, base_channels)
+        self.pos_embed = nn.Parameter(torch.randn(1, v, base_channels))
+        self.data_bn = nn.BatchNorm1d(num_persons * v * base_channels)
+        blocks, c_in = [], base_channels
+        for mult, stride in INFOGCN_CHANNELS:
+            c_out = mult * base_channels // 64
+            blocks.append(InfoGCNBlock(c_in, c_out, v, stride, heads))
+            c_in = c_out
+        self.blocks = nn.ModuleList(blocks)
+        self.feature_dim = c_in
+        self.fc = nn.Linear(c_in, c_in)
+        self.fc_mu = nn.Linear(c_in, c_in)
+        self.fc_logvar = nn.Linear(c_in, c_in)
+        self.decoder = nn.Linear(c_in, num_classes)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("z_prior", torch.empty(num_classes, c_in))
+        self._init_head(prior_gain)
+
+    def _init_head(self, prior_gain: float) -> None:
+        gain = nn.init.calculate_gain("relu")
+        for layer in (self.fc, self.fc_mu, self.fc_logvar):
+            nn.init.xavier_uniform_(layer.weight, gain=gain)
+        nn.init.normal_(self.decoder.weight, 0.0, math.sqrt(2.0 / self.num_classes))
+        nn.init.orthogonal_(self.z_prior, gain=prior_gain)
+        bn_init(self.data_bn, 1.0)
+
+    def stem(self, x: Tensor) -> Tensor:
+        n, _, t, v, m = x.shape
+        x = x.permute(0, 4, 2, 3, 1)  # [N, M, T, V, C]
+        x = torch.matmul(self.rel_coords.to(x.dtype), x)  # each joint minus its k-th ancestor
+        x = self.joint_embed(x) + self.pos_embed  # [N, M, T, V, C0]
+        c0 = x.shape[-1]
+        # data BN normalises each (person, joint, channel) over batch and time
+        x = self.data_bn(x.permute(0, 1, 3, 4, 2).reshape(n, m * v * c0, t))
+        return x.view(n, m, v, c0, t).permute(0, 1, 3, 4, 2).reshape(n * m, c0, t, v)
+
+    def head(self, pooled: Tensor) -> dict[str, Tensor]:
+        hidden = self.dropout(F.relu(self.fc(pooled)))
+        mu, logvar = self.fc_mu(hidden), self.fc_logvar(hidden)
+        if self.training:
+            std = torch.exp(self.noise_ratio * logvar).clamp(max=100.0)
+            z = mu + torch.randn_like(std) * std
+        else:
+            z = mu
+        return {"logits": self.decoder(z), "z": z, "z_mu": mu, "z_logvar": logvar, "z_prior": self.z_prior}
+
+
+@register_model("infogcn")
+def infogcn(
+    num_classes: int,
+    spec: DatasetSpec | None = None,
+    num_joints: int | None = None,
+    edges: Sequence[Sequence[int]] | None = None,
+    **cfg: object,
+) -> InfoGCN:
+    """InfoGCN for a dataset spec (or ``num_joints`` + ``edges``); ``cfg`` goes to :class:`InfoGCN`."""
+    if spec is not None:
+        cfg.setdefault("num_persons", spec.persons)
+    return InfoGCN(num_classes, SkeletonGraph.coerce(spec, num_joints, edges), **cfg)  # type: ignore[arg-type]
