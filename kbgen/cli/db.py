@@ -6,7 +6,7 @@ import typer
 from sqlalchemy.engine import make_url
 
 from kbgen.cli.app import app
-from kbgen.cli.options import DbOption, console, user_errors
+from kbgen.cli.options import DbOption, user_errors
 from kbgen.home import database_url
 from kbgen.store import db as store_db
 from kbgen.store.migrate import current_revision, head_revision
@@ -37,13 +37,11 @@ def current(db: DbOption = None) -> None:
             engine.dispose()
         head = head_revision()
     if revision is None:
-        console.print(
-            f"blank (no schema yet; newest is {head}): `kbgen db upgrade` or any command creates it"
-        )
+        typer.echo(f"blank (no schema yet; newest is {head}): `kbgen db upgrade` or any command creates it")
     elif revision == head:
-        console.print(f"{revision} (head)")
+        typer.echo(f"{revision} (head)")
     else:
-        console.print(f"{revision} (newest is {head}: run `kbgen db upgrade`)")
+        typer.echo(f"{revision} (newest is {head}: run `kbgen db upgrade`)")
 
 
 @db_app.command()
@@ -52,4 +50,4 @@ def upgrade(db: DbOption = None) -> None:
     with user_errors():
         engine = store_db.get_engine(db)
         revision = current_revision(engine)
-    console.print(f"{make_url(database_url(db))}: at revision {revision} (head)")
+    typer.echo(f"{make_url(database_url(db))}: at revision {revision} (head)")

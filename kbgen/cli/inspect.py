@@ -338,25 +338,26 @@ def logs(
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"{len(rows)} LLM calls (newest first)", title_justify="left", expand=True)
-    for column in ("ID", "Time", "Dataset", "Class", "Kind", "Model", "Status", "Try", "Tokens", "Latency"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("Error")
+    table = Table(title=f"{len(rows)} LLM calls (newest first)", title_justify="left")
+    for column in ("ID", "Time (UTC)", "Class", "Kind", "Model", "Status", "Try", "Tokens", "Latency"):
+        table.add_column(column, overflow="fold")
     colours = {"ok": "green", "invalid": "yellow", "error": "red"}
     for row in rows:
         tokens = f"{row['prompt_tokens'] or 0}+{row['completion_tokens'] or 0}"
         latency = f"{row['latency_s']:.2f}s" if row["latency_s"] is not None else "-"
         table.add_row(
             str(row["id"]),
-            row["created_at"].replace("T", " ")[:19],
-            row["dataset"],
-            row["class_id"],
+            row["created_at"].replace("T", " ")[5:16],
+            f"{row['dataset']}/{row['class_id']}",
             row["kind"],
             escape(row["model"] or "-"),
             f"[{colours[row['status']]}]{row['status']}[/]",
             str(row["attempt"]),
             tokens,
             latency,
-            escape((row["error"] or "")[:200]),
         )
     console.print(table)
+    # Errors go below the table, whole lines: they are what people read logs for.
+    for row in rows:
+        if row["error"]:
+            console.print(f"[bold]#{row['id']}[/] {escape(row['error'][:500])}", soft_wrap=True)
