@@ -159,14 +159,14 @@ def _db_status(metadata: dict[str, str], db: str | None) -> str:
         )
     now = snap.revision
     if now == metadata.get("kb_revision"):
-        return "[green]up to date with the knowledge base[/green]"
+        return "[green]up to date[/green]"
     return (
         f"[yellow]OLDER than the knowledge base (pack {metadata.get('kb_revision', '?')[:12]}, database "
         f"{now[:12]}): run `kbgen embed --dataset {spec.name}` again[/yellow]"
     )
 
 
-def _plot_similarity(global_text: np.ndarray, class_ids: list[str], path: Path) -> None:
+def _plot_similarity(global_text: np.ndarray, labels: list[str], path: Path) -> None:
     """Class × class cosine similarity of the global embeddings as a heat map (PNG)."""
     import matplotlib
 
@@ -176,15 +176,15 @@ def _plot_similarity(global_text: np.ndarray, class_ids: list[str], path: Path) 
     vectors = global_text.astype(np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     sim = vectors @ vectors.T
-    n = len(class_ids)
-    size = min(4 + n * 0.12, 24)
+    n = len(labels)
+    size = min(6 + n * 0.12, 24)
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
     image = ax.imshow(sim, cmap="viridis", vmin=min(0.0, float(sim.min())), vmax=1.0)
     step = max(1, n // 40)  # at most ~40 labelled ticks, legible at any class count
     ticks = list(range(0, n, step))
-    ax.set_xticks(ticks, [class_ids[i] for i in ticks], rotation=90, fontsize=7)
-    ax.set_yticks(ticks, [class_ids[i] for i in ticks], fontsize=7)
-    ax.set_title("Cosine similarity of global-description embeddings")
+    ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=7)
+    ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=7)
+    ax.set_title("Cosine similarity of global-description embeddings", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,5 +232,10 @@ def pack_info(
         table.add_row("knowledge base", _db_status(meta, db))
     console.print(table, highlight=False)
     if plot is not None:
-        _plot_similarity(tensors["global_text"].float().numpy(), class_ids, plot)
+        names = json.loads(meta.get("class_names", "[]"))
+        # Names make a small heat map readable; with many classes the ids alone fit.
+        labels = (
+            [f"{c} {n}" for c, n in zip(class_ids, names, strict=True)] if len(names) <= 30 else class_ids
+        )
+        _plot_similarity(tensors["global_text"].float().numpy(), labels, plot)
         console.print(f"[green]Wrote[/green] {plot}", highlight=False)

@@ -166,7 +166,9 @@ def snapshot(
         joints = {d.joint_position: d for d in current if d.kind == "joint"}
         absent = [spec.joint_names[j] for j in range(num_joints) if j not in joints]
         dist = distributions.get(row.id)
-        if not global_rows:
+        if not current:
+            reason = "it has no descriptions"
+        elif not global_rows:
             reason = "it has no global description"
         elif absent:
             reason = f"it has no description of {len(absent)} joint(s) ({', '.join(absent[:3])}…)"
