@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 # Modules that register commands on `app`. Add a module here when you add a command group.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["trainer.cli.models"]
 
 
 def _load_commands() -> None:

@@ -146,7 +146,7 @@ class CrossGLG(nn.Module):
         n_pre: JID reads the output of block ``n_pre`` (1-based); blocks after it are re-weighted.
         jid_hidden: hidden width of the JID.
         layers, width, heads, mlp_ratio, dropout: the interaction module.
-        encoder_cfg: extra keyword arguments of the encoder (e.g. InfoGCN's ``noise_ratio``).
+        **encoder_cfg: other keyword arguments go to the encoder (e.g. InfoGCN's ``noise_ratio``, ``k``).
     """
 
     def __init__(
@@ -169,10 +169,10 @@ class CrossGLG(nn.Module):
         heads: int = 4,
         mlp_ratio: float = 2.0,
         dropout: float = 0.0,
-        encoder_cfg: dict[str, Any] | None = None,
+        **encoder_cfg: Any,
     ):
         super().__init__()
-        cfg = dict(encoder_cfg or {})
+        cfg = dict(encoder_cfg)
         cfg.setdefault("in_channels", in_channels)
         if num_persons is not None:
             cfg["num_persons"] = num_persons
