@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 # Modules that register commands on `app`. Add a module here when you add a command group.
-COMMAND_MODULES: list[str] = ["trainer.cli.models"]
+COMMAND_MODULES: list[str] = ["trainer.cli.run", "trainer.cli.models", "trainer.cli.data"]
 
 
 def _load_commands() -> None:

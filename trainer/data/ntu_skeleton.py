@@ -1,0 +1,151 @@
+"""Reader of NTU RGB+D ``.skeleton`` text files (LF or CRLF).
+
+Layout (NTU RGB+D README): a frame count; per frame a body count; per body one info line
+(body id + 9 tracking values), a joint count and one line of 12 values per joint
+(x y z, depth x y, colour x y, orientation w x y z, tracking state). We keep x y z only.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+
+from dataspec import DatasetSpec
+from trainer.data.readers import RawBodies, Reader, SkipSample, register_reader
+
+# Kinect v2 records at 30 fps; NTU clips are at most 300 frames. A header beyond this is corrupt.
+MAX_FRAMES = 10_000
+# Kinect v2 tracks at most 6 bodies; allow some slack before calling a count absurd.
+MAX_BODIES_PER_FRAME = 16
+_NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
+
+
+def parse_ntu_name(stem: str) -> tuple[str, dict[str, int]]:
+    """``S001C002P003R002A013`` → (``A13``, setup/camera/performer/replication)."""
+    m = _NAME.match(stem)
+    if not m:
+        raise SkipSample("bad_name", f"'{stem}' is not an NTU sample name like S001C001P001R001A001")
+    setup, camera, performer, replication, action = (int(g) for g in m.groups())
+    meta = {"setup": setup, "camera": camera, "performer": performer, "replication": replication}
+    return f"A{action}", meta
+
+
+def read_ntu_skeleton(data: bytes, spec: DatasetSpec) -> RawBodies:
+    """Parse one ``.skeleton`` file; raise :class:`SkipSample` with the reason when it is unusable."""
+    if not data.strip():
+        raise SkipSample("empty", "the file is empty")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    line_start = np.concatenate([[0], newlines + 1])
+    line_end = np.concatenate([newlines, [len(buf)]])
+    starts_list, ends_list = line_start.tolist(), line_end.tolist()
+    n_lines = len(starts_list)
+    n_joints = spec.num_joints
+
+    # The structure is walked line by line in Python, one step per body (int() ignores the CR of
+    # CRLF files); the coordinates of all joint lines are converted in one vectorised call below.
+    def value(q: int, what: str) -> int:
+        if q >= n_lines:
+            raise SkipSample("truncated", f"file ends before the {what}")
+        return _int(data[starts_list[q] : ends_list[q]], what)
+
+    n_frames = value(0, "frame count")
+    if n_frames < 0 or n_frames > MAX_FRAMES:
+        raise SkipSample("absurd_frame_count", f"header says {n_frames} frames (limit {MAX_FRAMES})")
+    first_joint: list[int] = []
+    frames: list[int] = []
+    bodies: list[int] = []
+    ids: dict[bytes, int] = {}
+    valid = empty = 0
+    q = 1
+    for f in range(n_frames):
+        n_bodies = value(q, f"body count of frame {f + 1} of {n_frames}")
+        q += 1
+        if n_bodies == 0:
+            empty += 1
+            continue
+        if not 0 < n_bodies <= MAX_BODIES_PER_FRAME:
+            raise SkipSample("absurd_body_count", f"frame {f + 1} says {n_bodies} bodies")
+        for _ in range(n_bodies):
+            count = value(q + 1, f"joint count in frame {f + 1} of {n_frames}")
+            if count != n_joints:
+                raise SkipSample(
+                    "bad_joint_count",
+                    f"frame {f + 1} has a body with {count} joints, {spec.name} has {n_joints}",
+                )
+            first_joint.append(q + 2)
+            frames.append(valid)
+            body_id = data[starts_list[q] : ends_list[q]].split(None, 1)[0]
+            bodies.append(ids.setdefault(body_id, len(ids)))
+            q += 2 + n_joints
+        valid += 1
+    if q > n_lines:
+        raise SkipSample("truncated", f"file ends inside the last body ({n_lines} of {q} lines)")
+    if not first_joint:
+        raise SkipSample("no_body", f"none of the {n_frames} frames has a body")
+    joint_lines = (np.asarray(first_joint)[:, None] + np.arange(n_joints)).ravel()
+    values = _joint_xyz(data, buf, line_start[joint_lines], line_end[joint_lines])
+    if not np.isfinite(values).all():
+        raise SkipSample("non_finite", "joint coordinates contain NaN or infinity")
+    return RawBodies(
+        n_frames=valid,
+        frame=np.asarray(frames, dtype=np.int32),
+        body=np.asarray(bodies, dtype=np.int32),
+        xyz=values.reshape(len(first_joint), n_joints, 3),
+        empty_frames=empty,
+    )
+
+
+def _joint_xyz(data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The first three numbers of each joint line, float32 ``[n * 3]``.
+
+    Fast path: the official files separate values by single spaces, so the text from a line's
+    start to its third space is exactly ``x y z``; those spans are gathered into one buffer and
+    parsed by NumPy in C. Any other spacing falls back to splitting each line in Python.
+    """
+    n = len(starts)
+    spaces = np.flatnonzero(buf == 32)
+    third = np.minimum(np.searchsorted(spaces, starts) + 2, len(spaces) - 1)
+    span_end = np.minimum(spaces[third] if len(spaces) else ends, ends)
+    lengths = span_end - starts + 1
+    offsets = np.cumsum(lengths)
+    gather = np.arange(int(offsets[-1])) + np.repeat(starts - (offsets - lengths), lengths)
+    text = buf[np.minimum(gather, len(buf) - 1)].copy()
+    text[offsets - 1] = 32  # the separator after each span
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            values = np.fromstring(text.tobytes(), dtype=np.float32, sep=" ")
+        except (ValueError, DeprecationWarning):
+            values = np.zeros(0, dtype=np.float32)
+    if len(values) == 3 * n:
+        return values
+    try:
+        rows = [data[a:b].split()[:3] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+        if any(len(r) != 3 for r in rows):
+            raise SkipSample("truncated", "a joint line has fewer than 3 values")
+        return np.array([float(v) for r in rows for v in r], dtype=np.float32)
+    except ValueError:
+        raise SkipSample("not_text", "a joint coordinate is not a number") from None
+
+
+def _int(token: bytes, what: str) -> int:
+    try:
+        return int(token)
+    except ValueError:
+        shown = token[:20].decode("ascii", "replace")
+        raise SkipSample("not_text", f"expected the {what}, found '{shown}'") from None
+
+
+NTU_READER = register_reader(
+    Reader(
+        format="ntu_skeleton",
+        suffix=".skeleton",
+        meta_columns=("setup", "camera", "performer", "replication"),
+        parse_name=parse_ntu_name,
+        read=read_ntu_skeleton,
+        description="NTU RGB+D .skeleton text files",
+    )
+)
