@@ -63,7 +63,7 @@ def test_show_json_has_the_contract_keys() -> None:
     result = kbgen("show", "A001", "--dataset", "ntu120", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert list(data) == ["class_id", "name", "global", "key_body_parts", "joints"]
+    assert list(data) == ["class_id", "name", "global", "key_body_parts", "joints", "key_joints"]
     assert data["class_id"] == "A1" and data["name"] == "drink water"
     assert data["global"] == "global of A1" and data["key_body_parts"] == ["arm", "hand"]
     assert len(data["joints"]) == 25 and data["joints"]["right hand"] == "right hand moves in A1"

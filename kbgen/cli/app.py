@@ -19,7 +19,13 @@ app = typer.Typer(
 )
 
 # Modules that register commands on `app`. Add a module here when you add a command group.
-COMMAND_MODULES: list[str] = ["kbgen.cli.embed", "kbgen.cli.inspect", "kbgen.cli.transfer", "kbgen.cli.db"]
+COMMAND_MODULES: list[str] = [
+    "kbgen.cli.embed",
+    "kbgen.cli.inspect",
+    "kbgen.cli.transfer",
+    "kbgen.cli.db",
+    "kbgen.cli.keyjoints",
+]
 
 
 def _load_commands() -> None:

@@ -24,6 +24,7 @@ from kbgen.cli.options import (
     open_dataset,
     user_errors,
 )
+from kbgen.keyjoints.storage import key_joints_json
 from kbgen.store import db as store_db
 from kbgen.store import repo
 from kbgen.store.models import Description, LlmCall
@@ -102,9 +103,12 @@ def show(
     with user_errors(), store_db.session_scope(db) as s:
         class_row = repo.get_class(s, spec.name, class_id)
         kb = repo.current_kb(s, class_row)
-        flag = repo.keyjoint_flag(repo.current_keyjoints(s, class_row))
+        distribution = repo.current_keyjoints(s, class_row)
+        flag = repo.keyjoint_flag(distribution)
+        key_joints = key_joints_json(spec, distribution)
     if as_json:
-        typer.echo(json.dumps(kb.to_json(), indent=2, ensure_ascii=False))
+        # "key_joints": {joint name: k_gt weight}, null until `kbgen keyjoints` has run.
+        typer.echo(json.dumps({**kb.to_json(), "key_joints": key_joints}, indent=2, ensure_ascii=False))
         return
     console.print(f"[bold]{kb.class_id}[/] {escape(kb.name)}  ({spec.name}, {kb.status}, key joints: {flag})")
     console.print("\n[bold]Global[/]")

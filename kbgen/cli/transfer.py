@@ -35,15 +35,31 @@ def export_command(
 
 @app.command("import")
 def import_command(
-    path: Annotated[Path, typer.Argument(help="A file written by `kbgen export`.", show_default=False)],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A file written by `kbgen export` (a folder for --format gap).", show_default=False
+        ),
+    ],
     dataset: DatasetOption,
     db: DbOption = None,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="json (a `kbgen export` file) or gap (the GAP paper's text/ folder)."),
+    ] = "json",
 ) -> None:
     """Import texts from a JSON file: checks it all first, then saves changed texts as new versions.
 
     Texts equal to the current ones are skipped; an invalid file stores nothing.
     """
+    if fmt not in ("json", "gap"):
+        raise typer.BadParameter(f"unknown format '{fmt}': use json or gap", param_hint="--format")
     spec = open_dataset(dataset, db)
+    if fmt == "gap":
+        from kbgen.cli.gap import import_gap_folder
+
+        import_gap_folder(spec, path, db)
+        return
     with user_errors(), store_db.session_scope(db) as s:
         report = kbfile.import_kb(s, spec, path)
     console.print(

@@ -1,0 +1,1 @@
+"""Importers of published knowledge bases into the kbgen database."""
