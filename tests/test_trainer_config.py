@@ -36,7 +36,9 @@ def test_overrides_are_coerced_to_field_types(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"'optim\.epochs' must be an integer"):
         load_config(cfg, ["optim.epochs=ten"])
     with pytest.raises(ConfigError, match="true or false"):
-        load_config(cfg, ["run.bf16=maybe"])
+        load_config(cfg, ["model.crossglg.g2l=maybe"])
+    with pytest.raises(ConfigError, match="precision"):
+        load_config(cfg, ["run.precision=fp8"])
 
 
 def test_base_inheritance_deep_merges(tmp_path: Path) -> None:

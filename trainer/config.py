@@ -115,12 +115,20 @@ class RunConfig:
     """Run-level settings: device, precision, logging and checkpoint cadence."""
 
     device: str = "auto"
-    bf16: bool = True
+    # bf16 autocast on CUDA (the default), fp16 with a gradient scaler, or fp32; CPU runs are fp32.
+    precision: str = "bf16"
     log_interval: int = 20
     # Save last.pt every this many optimizer steps as well as at each epoch end (mid-epoch resume).
     checkpoint_interval: int = 200
     val_interval: int = 1
     deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("bf16", "fp16", "fp32"):
+            raise ConfigError(f"run.precision must be bf16, fp16 or fp32, not '{self.precision}'")
+        for key in ("log_interval", "checkpoint_interval", "val_interval"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"run.{key} must be at least 1")
 
 
 @dataclass

@@ -1,0 +1,110 @@
+"""The NW-UCLA one-shot experiment: InfoGCN baseline vs + CrossGLG and the two single-module ablations.
+
+Runs every (variant, seed) as its own ``python -m trainer run`` process, several at once on one GPU
+(each model is small; one run alone leaves the GPU mostly idle), then evaluates each run with random
+exemplar draws and prints the ``trainer report`` table last.
+
+    python bench/nwucla_oneshot.py --seeds 1 2 3 --parallel 4 --draws 10 --runs /tmp/runs --out $OUT
+
+Needs ``stores/nwucla`` (``trainer prepare``) and ``packs/nwucla.kpack.safetensors`` (``kbgen embed``).
+Writes ``report.md``, ``timings.json``, ``logs.txt`` and ``runs.tar.gz`` (results, metrics, plots; no
+checkpoints) under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "baseline": ("nwucla_oneshot_baseline", []),
+    "crossglg": ("nwucla_oneshot", []),
+    "g2l_only": ("nwucla_oneshot", ["model.crossglg.l2g=false"]),
+    "l2g_only": ("nwucla_oneshot", ["model.crossglg.g2l=false"]),
+}
+
+
+def run_one(variant: str, seed: int, runs: Path, extra: list[str], draws: int) -> dict[str, object]:
+    """Train + evaluate one (variant, seed); returns its wall time and exit status."""
+    config, sets = VARIANTS[variant]
+    run_dir = runs / f"{variant}-seed{seed}"
+    args = [sys.executable, "-m", "trainer", "run", "--config", config, "--run-dir", str(run_dir)]
+    for item in [*sets, f"seed={seed}", f"eval.exemplar_draws={draws}", *extra]:
+        args += ["--set", item]
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(args, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    return {
+        "variant": variant,
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "wall_s": wall,
+        "rc": proc.returncode,
+        "log": proc.stdout[-3000:] + proc.stderr[-3000:],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--draws", type=int, default=10)
+    parser.add_argument("--runs", type=Path, default=Path("runs/nwucla_experiment"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/nwucla_oneshot"))
+    parser.add_argument(
+        "--set", dest="extra", action="append", default=[], help="extra override for every run"
+    )
+    opts = parser.parse_args()
+    opts.runs.mkdir(parents=True, exist_ok=True)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(v, s) for s in opts.seeds for v in opts.variants]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(opts.parallel) as pool:
+        futures = [pool.submit(run_one, v, s, opts.runs, opts.extra, opts.draws) for v, s in jobs]
+        done = []
+        for f in futures:
+            r = f.result()
+            done.append(r)
+            print(f"{r['variant']:>9} seed {r['seed']}: rc={r['rc']} {r['wall_s']:.0f} s", flush=True)
+    total = time.perf_counter() - t0
+    with (opts.out / "logs.txt").open("w") as fh:
+        for r in done:
+            fh.write(
+                f"===== {r['variant']} seed {r['seed']} rc={r['rc']} wall {r['wall_s']:.1f} s\n{r['log']}\n"
+            )
+    timings = {
+        "total_wall_s": total,
+        "parallel": opts.parallel,
+        "runs": [{k: v for k, v in r.items() if k != "log"} for r in done],
+    }
+    (opts.out / "timings.json").write_text(json.dumps(timings, indent=2))
+    ok = [r["run_dir"] for r in done if r["rc"] == 0 and (Path(r["run_dir"]) / "results.json").exists()]
+    with tarfile.open(opts.out / "runs.tar.gz", "w:gz") as tar:
+        for run in ok:
+            for name in ("results.json", "metrics.jsonl", "config.yaml", "train_summary.json", "plots"):
+                path = Path(run) / name
+                if path.exists():
+                    tar.add(path, arcname=f"{Path(run).name}/{name}")
+    failed = [r for r in done if r["rc"] != 0]
+    for r in failed:
+        print(f"FAILED {r['variant']} seed {r['seed']}:\n{r['log'][-1500:]}")
+    if ok:
+        from trainer.evaluation.report import render_report
+
+        text = render_report([Path(p) for p in ok])
+        (opts.out / "report.md").write_text(text)
+        print(f"\n{len(jobs)} runs, {opts.parallel} at a time, {total:.0f} s wall in all\n")
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
