@@ -10,6 +10,7 @@ finished store or into an unfinished one of different inputs.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import multiprocessing
 import os
@@ -24,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from dataspec import DatasetSpec
-from trainer import __version__
 from trainer.data import ntu_skeleton
 from trainer.data.denoise import DenoiseParams, denoise
 from trainer.data.readers import Reader, SkipSample, get_reader
@@ -375,11 +375,18 @@ class _StoreWriter:
             "source": source,
             "checksums": {f: _sha256(out / f) for f in _STORE_FILES[:6]},
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "tool": f"trainer {__version__}",
+            "tool": f"trainer {_tool_version()}",
             "seconds_last_run": round(seconds, 2),
         }
         _write_json_atomic(out / MANIFEST_FILE, manifest)  # last: its presence marks a finished store
         (out / STATE_FILE).unlink(missing_ok=True)
+
+
+def _tool_version() -> str:
+    try:
+        return importlib.metadata.version("crossglg")
+    except importlib.metadata.PackageNotFoundError:  # running from a plain checkout (GPU machines)
+        return "checkout"
 
 
 def _sha256(path: Path) -> str:
