@@ -116,7 +116,7 @@ def test_tiny_deberta_v2_from_a_local_directory(tmp_path: Path) -> None:
     encoder = TextEncoder(EncoderConfig(name=str(path), pooling="cls", batch_size=3))
     vectors = encoder.encode(SENTENCES)
     assert vectors.shape == (5, 32) and np.isfinite(vectors).all()
-    assert type(encoder._model).__name__ == "DebertaV2Model"
+    assert type(encoder.model).__name__ == "DebertaV2Model"
     assert encoder.name == str(path.resolve()) and encoder.key.endswith("|cls|raw")
     # Padding inside a batch must not leak into other sentences (relative attention included).
     assert np.allclose(encoder.encode([SENTENCES[1]])[0], vectors[1], atol=1e-5)
@@ -146,3 +146,19 @@ def test_broken_local_directory_and_bad_options_are_clear(tmp_path: Path) -> Non
     if not torch.cuda.is_available():
         with pytest.raises(EncoderError, match="no CUDA GPU"):
             TextEncoder(EncoderConfig(device="cuda")).encode(["x"])
+
+
+def test_encoder_module_needs_only_torch_transformers_numpy() -> None:
+    """bench/embed_throughput.py imports it on GPU machines that lack the kbgen stack."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kbgen.embed.encoder; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('sqlalchemy', 'pydantic', 'openai', 'alembic', 'typer')); "
+        "print(bad); sys.exit(bool(bad))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -172,6 +172,27 @@ class TextEncoder:
         self._model: torch.nn.Module | None = None
         self._tokenizer = None
         self.forward_calls = 0  # forward passes run; tests and benchmarks read it
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, tokenizer: object, config: EncoderConfig) -> TextEncoder:
+        """An encoder around a model and tokenizer built in memory (benchmarks, random-init models)."""
+        encoder = cls(config)
+        model.eval()
+        encoder._model = model.to(device=config.device, dtype=_torch_dtype(config))
+        encoder._tokenizer = tokenizer
+        return encoder
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The underlying transformers model (loads it)."""
+        self.load()
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        """The underlying tokenizer (loads it)."""
+        self.load()
+        return self._tokenizer
 
     @property
     def loaded(self) -> bool:
