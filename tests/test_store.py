@@ -187,6 +187,7 @@ def test_sqlite_uses_wal_and_a_busy_timeout(_isolated_home) -> None:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30_000
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
 
 
 def test_engine_is_migrated_once_per_process(monkeypatch) -> None:
@@ -201,3 +202,24 @@ def test_engine_is_migrated_once_per_process(monkeypatch) -> None:
         with db.session_scope() as s:
             s.execute(select(func.count()).select_from(LlmCall))
     assert len(calls) == 1
+
+
+def test_parallel_writers_do_not_lock_each_other_out() -> None:
+    """Several workers commit answers at once (generate --concurrency): WAL + busy timeout, no 'locked'."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    seed_dataset()
+    class_ids = [f"A{i}" for i in range(1, 9)]
+
+    def work(class_id: str) -> None:
+        for position in range(10):
+            with db.session_scope() as s:
+                row = repo.get_class(s, "ntu120", class_id)
+                call = repo.record_call(s, class_row=row, kind="joints", rendered_prompt="p", status="ok")
+                repo.save_description(s, row, "joint", position, f"text {position}", "llm", call=call)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(work, class_ids))
+    with db.session_scope() as s:
+        assert _count(s, Description, Description.is_current.is_(True)) == 8 * 10
+        assert _count(s, LlmCall) == 8 * 10
