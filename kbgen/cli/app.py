@@ -21,6 +21,7 @@ app = typer.Typer(
 # Modules that register commands on `app`. Add a module here when you add a command group.
 COMMAND_MODULES: list[str] = [
     "kbgen.cli.embed",
+    "kbgen.cli.generate",
     "kbgen.cli.inspect",
     "kbgen.cli.transfer",
     "kbgen.cli.db",
