@@ -21,6 +21,7 @@ _USER_ERRORS = (
     "trainer.evaluation.report.ReportError",
     "trainer.knowledge.pack.PackError",
     "trainer.data.store.StoreError",
+    "trainer.data.protocol.ProtocolError",
     "dataspec.spec.SpecError",
 )
 
@@ -112,6 +113,9 @@ def _train_and_evaluate(cfg: object, run_dir: Path, evaluate: bool) -> None:
     from trainer.engine.distributed import barrier, setup_distributed, teardown_distributed
     from trainer.engine.loop import is_finished, train
 
+    from trainer.engine.components import open_run_data
+
+    open_run_data(cfg)  # type: ignore[arg-type]  # store and split errors before any file is written
     ctx = setup_distributed(cfg.run.device)  # type: ignore[attr-defined]
     try:
         if ctx.is_main:
