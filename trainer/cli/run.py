@@ -110,10 +110,9 @@ def run(
 def _train_and_evaluate(cfg: object, run_dir: Path, evaluate: bool) -> None:
     import torch
 
+    from trainer.engine.components import open_run_data
     from trainer.engine.distributed import barrier, setup_distributed, teardown_distributed
     from trainer.engine.loop import is_finished, train
-
-    from trainer.engine.components import open_run_data
 
     open_run_data(cfg)  # type: ignore[arg-type]  # store and split errors before any file is written
     ctx = setup_distributed(cfg.run.device)  # type: ignore[attr-defined]
