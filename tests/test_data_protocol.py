@@ -72,8 +72,9 @@ def test_missing_exemplar_is_an_error_unless_fallback() -> None:
     spec = load_spec("ntu120")
     with pytest.raises(ProtocolError, match="exemplar S001C003P008R001A001 of class A1"):
         oneshot_split_from_labels(names, labels, spec)
-    with pytest.raises(ProtocolError):
-        oneshot_split_from_labels(names, labels, spec, exemplar_fallback=True)  # other novel classes absent
+    split = oneshot_split_from_labels(names, labels, spec, partial=True)
+    assert split.novel_class_ids == ["A1"] and split.exemplars.tolist() == [1]  # first A1 in name order
+    assert split.queries.tolist() == [0] and split.auxiliary.tolist() == [2]
 
 
 def test_ntu120_standard_splits(ntu120_meta) -> None:

@@ -222,6 +222,9 @@ def split_command(
     train_classes: int | None = typer.Option(
         None, "--train-classes", help="One-shot: size of the auxiliary training subset (default: all)."
     ),
+    partial: bool = typer.Option(
+        False, "--partial", help="One-shot on a partial store: skip absent novel classes and exemplars."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Sizes of each part of a protocol's split of the store."""
@@ -230,7 +233,7 @@ def split_command(
     store = _open_store(store_path)
     try:
         if protocol == "oneshot":
-            split = oneshot_split(store, train_classes)
+            split = oneshot_split(store, train_classes, partial=partial)
             doc: dict[str, Any] = {
                 "protocol": protocol,
                 **split.sizes(),

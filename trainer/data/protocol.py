@@ -84,14 +84,14 @@ def oneshot_split_from_labels(
     spec: DatasetSpec,
     train_classes: int | None = None,
     *,
-    exemplar_fallback: bool = False,
+    partial: bool = False,
 ) -> OneShotSplit:
     """The one-shot split of samples given by name and label (index into the spec's classes).
 
     ``train_classes``: size of the auxiliary training subset (a key of ``train_class_subsets``);
-    None trains on every auxiliary class. With ``exemplar_fallback`` a novel class whose listed
-    exemplar is absent uses its first sample in name order (synthetic or partial data); otherwise
-    that is an error.
+    None trains on every auxiliary class. A listed exemplar that is absent is an error, unless
+    ``partial`` (synthetic or partial data): then a novel class without samples is left out and one
+    whose exemplar is absent uses its first sample in name order.
     """
     proto = spec.oneshot()
     labels = np.asarray(labels, dtype=np.int64)
@@ -99,8 +99,10 @@ def oneshot_split_from_labels(
         raise ProtocolError(f"{len(names)} names but {len(labels)} labels")
     class_ids = spec.class_ids
     novel = list(proto.novel)
-    novel_rows = [class_ids.index(c) for c in novel]
     aux_rows = [i for i, c in enumerate(class_ids) if c not in set(novel)]
+    if partial:
+        novel = [c for c in novel if (labels == class_ids.index(c)).any()]
+    novel_rows = [class_ids.index(c) for c in novel]
     if train_classes is None:
         train_ids = [class_ids[i] for i in aux_rows]
     elif train_classes in proto.train_class_subsets:
@@ -120,14 +122,15 @@ def oneshot_split_from_labels(
             exemplars.append(index[name])
             continue
         candidates = np.flatnonzero(labels == row)
-        if not exemplar_fallback or not len(candidates):
+        if not partial or not len(candidates):
             where = (
                 f"exemplar {name} of class {cid}"
                 if name
                 else f"no exemplar for class {cid} in the spec, and it"
             )
             raise ProtocolError(
-                f"{where} is not among the samples: prepare the full dataset or list it in the spec"
+                f"{where} is not among the samples: prepare the full dataset, list it in the spec, "
+                "or allow a partial split"
             )
         exemplars.append(int(min(candidates, key=lambda i: names[i])))
     exemplar_idx = np.array(exemplars, dtype=np.int64)
