@@ -249,3 +249,16 @@ def test_every_command_has_help() -> None:
         result = kbgen(command, "--help")
         assert result.exit_code == 0, command
         assert "Usage" in result.stdout and len(result.stdout) > 200, command
+
+
+def test_a_database_from_a_newer_kbgen_is_one_line(_isolated_home: Path) -> None:
+    from sqlalchemy import text
+
+    assert kbgen("db", "upgrade").exit_code == 0
+    with db.make_engine(f"sqlite:///{_isolated_home / 'kbgen.db'}").begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    db.dispose_all()  # a new process would not have the engine cached
+    assert "unknown to this kbgen" in kbgen("db", "current").stdout
+    result = kbgen("list", "-d", "ntu120")
+    assert result.exit_code == 1 and "revision 0099, which this kbgen does not know" in result.stderr
+    assert "Traceback" not in result.output

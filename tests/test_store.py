@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from store_helpers import fill_class, seed_dataset
@@ -223,3 +224,25 @@ def test_parallel_writers_do_not_lock_each_other_out() -> None:
     with db.session_scope() as s:
         assert _count(s, Description, Description.is_current.is_(True)) == 8 * 10
         assert _count(s, LlmCall) == 8 * 10
+
+
+def test_ensure_dataset_follows_an_edited_spec(tmp_path) -> None:
+    original = load_spec("nwucla")
+    seed_dataset("nwucla")
+    edited = tmp_path / "nwucla.yaml"
+    edited.write_text(original.raw_text.replace("name: pick up with one hand", "name: pick up (one hand)"))
+    with db.session_scope() as s:
+        dataset = repo.ensure_dataset(s, load_spec(edited))
+        assert repo.get_class(s, "nwucla", "a01").name == "pick up (one hand)"
+        assert dataset.spec_sha256 != original.sha256 and len(dataset.classes) == 10
+    fewer_joints = tmp_path / "short" / "nwucla.yaml"
+    fewer_joints.parent.mkdir()
+    spec_data = yaml.safe_load(original.raw_text)
+    spec_data["joints"] = spec_data["joints"][:19]
+    spec_data["edges"] = [e for e in spec_data["edges"] if max(e) < 19]
+    fewer_joints.write_text(yaml.safe_dump(spec_data))
+    with (
+        pytest.raises(StoreError, match="stored with 20 joints but its spec now has 19"),
+        db.session_scope() as s,
+    ):
+        repo.ensure_dataset(s, load_spec(fewer_joints))

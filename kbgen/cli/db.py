@@ -9,7 +9,7 @@ from kbgen.cli.app import app
 from kbgen.cli.options import DbOption, user_errors
 from kbgen.home import database_url
 from kbgen.store import db as store_db
-from kbgen.store.migrate import current_revision, head_revision
+from kbgen.store.migrate import current_revision, head_revision, known_revision
 
 db_app = typer.Typer(
     name="db", help="The kbgen database: location and schema migrations.", no_args_is_help=True
@@ -40,6 +40,8 @@ def current(db: DbOption = None) -> None:
         typer.echo(f"blank (no schema yet; newest is {head}): `kbgen db upgrade` or any command creates it")
     elif revision == head:
         typer.echo(f"{revision} (head)")
+    elif not known_revision(revision):
+        typer.echo(f"{revision} (unknown to this kbgen, whose newest is {head}: upgrade kbgen)")
     else:
         typer.echo(f"{revision} (newest is {head}: run `kbgen db upgrade`)")
 

@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from kbgen.store.errors import StoreError
@@ -46,6 +47,15 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def known_revision(revision: str, script: ScriptDirectory | None = None) -> bool:
+    """Whether this code ships ``revision`` (a newer kbgen may have migrated the database further)."""
+    script = script or ScriptDirectory.from_config(alembic_config("sqlite://"))
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def upgrade_to_head(engine: Engine) -> None:
     """Bring the database to the newest revision (a no-op when it is already there)."""
     current = current_revision(engine)
@@ -53,7 +63,7 @@ def upgrade_to_head(engine: Engine) -> None:
     if current == head:
         return
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
-    if current is not None and script.get_revision(current) is None:
+    if current is not None and not known_revision(current, script):
         raise StoreError(
             f"the database is at revision {current}, which this kbgen does not know: upgrade kbgen "
             "or point --db at another database"
