@@ -22,7 +22,8 @@ def import_gap_folder(spec: DatasetSpec, directory: Path, db: str | None) -> Non
     files = f"{report.prefix}*" if report.prefix else "unprefixed files"
     console.print(
         f"Imported GAP texts ({files}) into {spec.name}: {report.classes} classes, "
-        f"{report.stored} texts saved, {report.unchanged} unchanged; labels matched {how}"
+        f"{report.stored} texts saved, {report.unchanged} unchanged; labels matched {how}",
+        soft_wrap=True,
     )
     for label, cid, name in report.renamed:
         console.print(f"  GAP label '{escape(label)}' -> {cid} '{escape(name)}'", highlight=False)

@@ -121,13 +121,14 @@ def keyjoints(
     total = len(_class_ids(spec, classes))
     console.print(
         f"{spec.name}: computed {len(todo)} with {escape(extractor.version)}, "
-        f"{total - len(todo) - len(no_text)} already up to date, {len(no_text)} without a global description"
+        f"{total - len(todo) - len(no_text)} already up to date, {len(no_text)} without a global description",
+        soft_wrap=True,
     )
     if uniform:
-        console.print(f"[yellow]uniform (no body part found):[/] {', '.join(uniform)}")
+        console.print(f"[yellow]uniform (no body part found):[/] {', '.join(uniform)}", soft_wrap=True)
     if no_text:
         shown = ", ".join(no_text[:10]) + (" ..." if len(no_text) > 10 else "")
-        console.print(f"[yellow]no global description:[/] {shown}")
+        console.print(f"[yellow]no global description:[/] {shown}", soft_wrap=True)
 
 
 def _explain(spec, class_id, extractor, lexicon, settings, db) -> None:  # noqa: ANN001
@@ -184,7 +185,7 @@ def plot(
     from kbgen.keyjoints.plot import Panel, plot_keyjoints
 
     if output.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise typer.BadParameter(f"'{output}' must end in .png, .svg or .pdf", param_hint="--output")
+        fail(f"--output '{output}' must end in .png, .svg or .pdf")
     spec = open_dataset(dataset, db)
     panels: list[Panel] = []
     with user_errors(), store_db.session_scope(db) as s:
@@ -199,4 +200,4 @@ def plot(
             marks = " (uniform)" if stored.is_uniform else (" (stale)" if stored.stale else "")
             panels.append(Panel(f"{class_row.class_id} {class_row.name}{marks}", list(stored.weights)))
     path = plot_keyjoints(spec, panels, output, columns=columns)
-    console.print(f"wrote {path} ({len(panels)} classes)")
+    console.print(f"wrote {path} ({len(panels)} classes)", soft_wrap=True)

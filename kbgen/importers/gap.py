@@ -35,6 +35,7 @@ SYNONYM_FILE = "synonym_openai_t01.txt"
 LABEL_MAP_FILE = "ntu120_label_map.txt"
 # A GAP label that differs from the spec's name is accepted when this similar (difflib ratio).
 FUZZY_CUTOFF = 0.75
+_LABEL_END = re.compile(r"[,;]")
 _PART_PREFIX = re.compile(r"^\s*(head|hands?|arms?|hips?|legs?|feet|foot)\s*:\s*", re.IGNORECASE)
 
 
@@ -68,13 +69,21 @@ def _norm_label(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9/ ]+", " ", text.lower()).split())
 
 
+def _split_label(line: str) -> tuple[str, str]:
+    """Label and rest of a line: the NTU files put a comma after the label, the NW-UCLA ones a semicolon."""
+    cut = _LABEL_END.search(line)
+    if cut is None:
+        return line.strip(), ""
+    return line[: cut.start()].strip(), line[cut.end() :]
+
+
 def read_sentences(path: Path) -> list[GapEntry]:
-    """``label,paragraph`` lines (the first comma separates)."""
+    """``label,paragraph`` (or ``label;paragraph``) lines."""
     entries = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        label, _, text = line.partition(",")
+        label, text = _split_label(line)
         entries.append(GapEntry(label.strip(), (text.strip(),), path.name, n))
     return entries
 
@@ -85,7 +94,7 @@ def read_synonyms(path: Path) -> list[GapEntry]:
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        label, _, rest = line.partition(",")
+        label, rest = _split_label(line)
         synonyms = tuple(dict.fromkeys(s.strip() for s in rest.split(",") if s.strip()))
         entries.append(GapEntry(label.strip(), synonyms, path.name, n))
     return entries
