@@ -246,7 +246,9 @@ class LlmClient:
                 raise
             attempt.latency_s = time.perf_counter() - start
             choice = completion.choices[0] if completion.choices else None
-            attempt.raw_answer = (choice.message.content if choice else None) or ""
+            # A refusal comes without content: keep its text as the answer, so the logs show it.
+            message = choice.message if choice else None
+            attempt.raw_answer = (message and (message.content or getattr(message, "refusal", None))) or ""
             if completion.usage is not None:
                 attempt.prompt_tokens = completion.usage.prompt_tokens
                 attempt.completion_tokens = completion.usage.completion_tokens

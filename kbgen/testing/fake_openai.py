@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -34,6 +36,11 @@ class Reply:
     drop_connection: bool = False
     prompt_tokens: int = 100
     completion_tokens: int = 50
+    # Fault injection (kbgen.testing.faults): a refusal message instead of content, the finish
+    # reason of a cut-off answer ("length"), and a TCP reset (RST) instead of a clean close.
+    refusal: str | None = None
+    finish_reason: str = "stop"
+    reset_connection: bool = False
 
 
 def answer_from_schema(schema: dict[str, Any], text: str = "It moves steadily during the action.") -> Any:
@@ -66,12 +73,17 @@ class FakeOpenAIServer:
     Args:
         delay_s: delay before every default (unscripted) answer, e.g. 0.5 s for throughput benchmarks.
         responder: builds the default reply for a request; defaults to a valid schema-filling answer.
+        port: TCP port on 127.0.0.1; 0 picks a free one.
     """
 
     def __init__(
-        self, delay_s: float = 0.0, responder: Callable[[dict[str, Any]], Reply] | None = None
+        self,
+        delay_s: float = 0.0,
+        responder: Callable[[dict[str, Any]], Reply] | None = None,
+        port: int = 0,
     ) -> None:
         self.delay_s = delay_s
+        self.port = port
         self.responder = responder or self._valid_reply
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
@@ -120,8 +132,13 @@ class FakeOpenAIServer:
                 reply = server._next_reply(body)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
-                if reply.drop_connection:
+                if reply.drop_connection or reply.reset_connection:
                     self.close_connection = True
+                    if reply.reset_connection:
+                        # SO_LINGER on, timeout 0: close() sends RST, the client sees "connection reset".
+                        self.connection.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
                     self.connection.close()
                     return
                 if reply.status != 200:
@@ -139,8 +156,12 @@ class FakeOpenAIServer:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": content},
-                                "finish_reason": "stop",
+                                "message": {
+                                    "role": "assistant",
+                                    "content": None if reply.refusal is not None else content,
+                                    **({"refusal": reply.refusal} if reply.refusal is not None else {}),
+                                },
+                                "finish_reason": reply.finish_reason,
                             }
                         ],
                         "usage": {
@@ -160,7 +181,7 @@ class FakeOpenAIServer:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(data)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()

@@ -1,0 +1,30 @@
+"""Helpers shared by the reliability tests: run the real CLIs as child processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# The console scripts, started through this interpreter (works without the venv's bin/ on PATH).
+KBGEN = [sys.executable, "-c", "from kbgen.cli import main; main()"]
+TRAINER = [sys.executable, "-c", "from trainer.cli import main; main()"]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a child CLI: this one (KBGEN_HOME of the test) plus ``extra``, wide output."""
+    return {**os.environ, "COLUMNS": "200", **extra}
+
+
+def run_cli(
+    command: list[str], *args: str | Path, timeout: float = 300, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command args...`` to completion and capture its text output."""
+    return subprocess.run(
+        [*command, *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(**env),
+    )
