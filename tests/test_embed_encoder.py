@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from embed_helpers import tiny_deberta_dir
 
 from kbgen.embed.encoder import (
     DEFAULT_ENCODER,
@@ -66,53 +67,8 @@ def test_normalize_option_gives_unit_vectors_and_its_own_cache_key(minilm: TextE
     assert len(keys) == 3
 
 
-def _tiny_deberta_dir(root: Path) -> Path:
-    """A randomly initialised DeBERTa-V2 (relative attention, p2c/c2p) with a Unigram tokenizer built here."""
-    from transformers import DebertaV2Config, DebertaV2Model, DebertaV2Tokenizer
-
-    words = [
-        "the",
-        "a",
-        "person",
-        "left",
-        "right",
-        "hand",
-        "arm",
-        "rises",
-        "lowers",
-        "moves",
-        "slowly",
-        "to",
-        "mouth",
-        "head",
-        "knee",
-        "bends",
-    ]
-    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
-    vocab = [(t, 0.0) for t in specials] + [("▁" + w, -2.0) for w in words]
-    vocab += [(ch, -8.0) for ch in "abcdefghijklmnopqrstuvwxyz.,"] + [("▁", -9.0)]
-    tokenizer = DebertaV2Tokenizer(vocab=vocab, do_lower_case=True)
-    config = DebertaV2Config(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        relative_attention=True,
-        position_buckets=32,
-        pos_att_type=["p2c", "c2p"],
-        pad_token_id=0,
-    )
-    torch.manual_seed(0)
-    path = root / "tiny-deberta-v2"
-    DebertaV2Model(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def test_tiny_deberta_v2_from_a_local_directory(tmp_path: Path) -> None:
-    path = _tiny_deberta_dir(tmp_path)
+    path = tiny_deberta_dir(tmp_path)
     encoder = TextEncoder(EncoderConfig(name=str(path), pooling="cls", batch_size=3))
     vectors = encoder.encode(SENTENCES)
     assert vectors.shape == (5, 32) and np.isfinite(vectors).all()

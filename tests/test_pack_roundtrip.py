@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embed_helpers import add_keyjoints, build_kb, keyjoint_weights
+import torch
+from embed_helpers import add_keyjoints, build_kb, bulk_kb, keyjoint_weights, tiny_deberta_dir
 from sqlalchemy import select
+from test_embed_cache import CountingEncoder
 from typer.testing import CliRunner
 
 import kbgen.cli.embed  # noqa: F401  (registers the commands)
@@ -140,3 +142,32 @@ def test_embed_reports_user_errors_in_one_line(tmp_path: Path) -> None:
 def test_writer_and_reader_agree_on_the_format() -> None:
     assert pack_writer.PACK_FORMAT == reader.PACK_FORMAT
     assert pack_writer.PACK_FORMAT_VERSION == reader.PACK_FORMAT_VERSION
+
+
+def test_embed_with_a_local_deberta_directory(tmp_path: Path) -> None:
+    spec = load_spec("nwucla")
+    build_kb("nwucla", ["a01", "a02"])
+    model_dir = tiny_deberta_dir(tmp_path)
+    out = tmp_path / "deberta.kpack.safetensors"
+    args = ["--encoder", str(model_dir), "--pooling", "cls", "--normalize", "--allow-missing", "-o", str(out)]
+    result = _embed(*args, "--batch-size", "7")
+    assert result.exit_code == 0, result.output
+    pack = reader.load_pack(out, spec, ["a02", "a01"])
+    assert pack.dim == 32 and pack.joint_text.shape == (2, 20, 32)
+    assert pack.metadata["encoder"] == str(model_dir.resolve()) and pack.metadata["pooling"] == "cls"
+    norms = pack.joint_text.float().norm(dim=-1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=2e-3)  # --normalize, through float16
+
+
+def test_full_ntu120_pack_shapes_with_a_fake_encoder(tmp_path: Path) -> None:
+    """All 120 classes × 25 joints through the writer (the encoder is faked: this is about the plumbing)."""
+    spec = load_spec("ntu120")
+    bulk_kb("ntu120")
+    encoder = CountingEncoder(dim=16)
+    with db.session_scope() as s:
+        result = pack_writer.write_pack(
+            s, spec, encoder, tmp_path / "ntu120.kpack.safetensors", encoder_info={"encoder": "fake"}
+        )
+    assert result.stats.encoded == 120 * 26 and not result.missing
+    pack = reader.load_pack(result.path, spec, spec.oneshot().novel)
+    assert pack.joint_text.shape == (20, 25, 16) and pack.class_ids[:2] == ["A1", "A7"]
