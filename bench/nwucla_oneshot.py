@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -68,42 +68,52 @@ def main() -> None:
     opts.out.mkdir(parents=True, exist_ok=True)
     jobs = [(v, s) for s in opts.seeds for v in opts.variants]
     t0 = time.perf_counter()
+    done: list[dict[str, object]] = []
     with ThreadPoolExecutor(opts.parallel) as pool:
         futures = [pool.submit(run_one, v, s, opts.runs, opts.extra, opts.draws) for v, s in jobs]
-        done = []
-        for f in futures:
-            r = f.result()
+        for future in as_completed(futures):
+            r = future.result()
             done.append(r)
             print(f"{r['variant']:>9} seed {r['seed']}: rc={r['rc']} {r['wall_s']:.0f} s", flush=True)
+            # Write what is there after every run: a call cut off by its time limit still returns it.
+            _write_outputs(done, opts.out, time.perf_counter() - t0, opts.parallel)
     total = time.perf_counter() - t0
-    with (opts.out / "logs.txt").open("w") as fh:
+    text = _write_outputs(done, opts.out, total, opts.parallel)
+    for r in done:
+        if r["rc"] != 0:
+            print(f"FAILED {r['variant']} seed {r['seed']}:\n{str(r['log'])[-1500:]}")
+    print(f"\n{len(jobs)} runs, {opts.parallel} at a time, {total:.0f} s wall in all\n")
+    print(text)
+
+
+def _write_outputs(done: list[dict[str, object]], out: Path, total: float, parallel: int) -> str:
+    """logs.txt, timings.json, runs.tar.gz and report.md for the runs finished so far; returns the report."""
+    with (out / "logs.txt").open("w") as fh:
         for r in done:
             fh.write(
                 f"===== {r['variant']} seed {r['seed']} rc={r['rc']} wall {r['wall_s']:.1f} s\n{r['log']}\n"
             )
-    timings = {
-        "total_wall_s": total,
-        "parallel": opts.parallel,
-        "runs": [{k: v for k, v in r.items() if k != "log"} for r in done],
-    }
-    (opts.out / "timings.json").write_text(json.dumps(timings, indent=2))
-    ok = [r["run_dir"] for r in done if r["rc"] == 0 and (Path(r["run_dir"]) / "results.json").exists()]
-    with tarfile.open(opts.out / "runs.tar.gz", "w:gz") as tar:
+    runs = [{k: v for k, v in r.items() if k != "log"} for r in done]
+    (out / "timings.json").write_text(
+        json.dumps({"total_wall_s": total, "parallel": parallel, "runs": runs}, indent=2)
+    )
+    ok = [
+        Path(str(r["run_dir"]))
+        for r in done
+        if r["rc"] == 0 and (Path(str(r["run_dir"])) / "results.json").exists()
+    ]
+    with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
         for run in ok:
             for name in ("results.json", "metrics.jsonl", "config.yaml", "train_summary.json", "plots"):
-                path = Path(run) / name
-                if path.exists():
-                    tar.add(path, arcname=f"{Path(run).name}/{name}")
-    failed = [r for r in done if r["rc"] != 0]
-    for r in failed:
-        print(f"FAILED {r['variant']} seed {r['seed']}:\n{r['log'][-1500:]}")
-    if ok:
-        from trainer.evaluation.report import render_report
+                if (run / name).exists():
+                    tar.add(run / name, arcname=f"{run.name}/{name}")
+    if not ok:
+        return "no run finished"
+    from trainer.evaluation.report import render_report
 
-        text = render_report([Path(p) for p in ok])
-        (opts.out / "report.md").write_text(text)
-        print(f"\n{len(jobs)} runs, {opts.parallel} at a time, {total:.0f} s wall in all\n")
-        print(text)
+    text = render_report(sorted(ok))
+    (out / "report.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":

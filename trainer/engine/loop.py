@@ -114,6 +114,8 @@ def train(config: Config, run_dir: Path, ctx: DistContext, show_progress: bool =
     seed_everything(config.seed)
     if config.run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     data = open_run_data(config)
     spec = data.store.spec
     train_label_of = data.train_label_of.to(device)
