@@ -246,3 +246,39 @@ def test_ensure_dataset_follows_an_edited_spec(tmp_path) -> None:
         db.session_scope() as s,
     ):
         repo.ensure_dataset(s, load_spec(fewer_joints))
+
+
+def test_batch_save_versions_each_text_and_checks_everything_first() -> None:
+    seed_dataset()
+    with db.session_scope() as s:
+        row = repo.get_class(s, "ntu120", "A1")
+        first = repo.save_descriptions(
+            s,
+            row,
+            [repo.NewText("global", None, "drink", ["hand"]), repo.NewText("joint", 11, "lifts the cup")],
+            "llm",
+        )
+        assert [d.version for d in first if d is not None] == [1, 1]
+        second = repo.save_descriptions(
+            s,
+            row,
+            [
+                repo.NewText("global", None, "drink"),  # unchanged (key parts kept)
+                repo.NewText("joint", 11, "raises the cup"),
+                repo.NewText("joint", 3, "tilts back"),
+            ],
+            "edit",
+        )
+        assert second[0] is None
+        assert [(d.joint_position, d.version) for d in second[1:] if d is not None] == [(11, 2), (3, 1)]
+        before = _count(s, Description)
+        with pytest.raises(StoreError, match="outside"):
+            repo.save_descriptions(
+                s, row, [repo.NewText("joint", 0, "new text"), repo.NewText("joint", 99, "bad")], "edit"
+            )
+        with pytest.raises(ValueError, match="twice"):
+            repo.save_descriptions(
+                s, row, [repo.NewText("joint", 0, "a"), repo.NewText("joint", 0, "b")], "edit"
+            )
+        assert _count(s, Description) == before
+        assert _count(s, Description, Description.is_current.is_(True)) == 3

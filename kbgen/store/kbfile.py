@@ -174,23 +174,11 @@ def import_kb(session: Session, spec: DatasetSpec, path: Path) -> ImportReport:
     for cid, entry, texts in resolved:
         class_row = repo.get_class(session, spec.name, cid)
         provenance = {"file": path.name, "class_id": cid}
-        pending: list[tuple[str, int | None, str, list[str] | None]] = []
+        items: list[repo.NewText] = []
         if entry.global_text is not None:
-            pending.append(("global", None, entry.global_text, list(entry.key_body_parts)))
-        pending.extend(("joint", position, text, None) for position, text in sorted(texts.items()))
-        for kind, position, text, parts in pending:
-            row = repo.save_description(
-                session,
-                class_row,
-                kind,
-                position,
-                text,
-                "import",
-                provenance=provenance,
-                key_body_parts=parts,
-            )
-            if row is None:
-                report.unchanged += 1
-            else:
-                report.saved += 1
+            items.append(repo.NewText("global", None, entry.global_text, list(entry.key_body_parts)))
+        items.extend(repo.NewText("joint", position, text) for position, text in sorted(texts.items()))
+        saved = repo.save_descriptions(session, class_row, items, "import", provenance=provenance)
+        report.saved += sum(row is not None for row in saved)
+        report.unchanged += sum(row is None for row in saved)
     return report

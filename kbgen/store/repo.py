@@ -296,6 +296,20 @@ def current_description(
     return session.scalar(query)
 
 
+@dataclass(frozen=True)
+class NewText:
+    """One text to save with :func:`save_descriptions`.
+
+    ``kind`` is ``global`` (``joint_position`` None) or ``joint``; ``key_body_parts`` only for a
+    global text, None meaning "keep the current key parts".
+    """
+
+    kind: str
+    joint_position: int | None
+    text: str
+    key_body_parts: Sequence[str] | None = None
+
+
 def save_description(
     session: Session,
     class_row: ClassRow,
@@ -313,69 +327,103 @@ def save_description(
     ``kind`` is ``global`` (``joint_position`` None) or ``joint``. For a global text,
     ``key_body_parts=None`` keeps the current key parts. Returns None and stores nothing when
     the text (and key parts) equal the current ones. A new global text marks the class's
-    current key-joint distribution stale.
+    current key-joint distribution stale. To save many texts of one class, use
+    :func:`save_descriptions` (a few queries in all instead of a few per text).
     """
-    if kind not in DESCRIPTION_KINDS:
-        raise ValueError(f"description kind must be one of {DESCRIPTION_KINDS}, not {kind!r}")
-    if source not in DESCRIPTION_SOURCES:
-        raise ValueError(f"description source must be one of {DESCRIPTION_SOURCES}, not {source!r}")
-    if (kind == "global") != (joint_position is None):
+    item = NewText(kind, joint_position, text, key_body_parts)
+    return save_descriptions(session, class_row, [item], source, call=call, provenance=provenance)[0]
+
+
+def _checked(item: NewText, num_joints: int) -> tuple[tuple[str, int | None], str]:
+    if item.kind not in DESCRIPTION_KINDS:
+        raise ValueError(f"description kind must be one of {DESCRIPTION_KINDS}, not {item.kind!r}")
+    if (item.kind == "global") != (item.joint_position is None):
         raise ValueError("a global description has no joint position; a joint description needs one")
-    if joint_position is not None:
-        num_joints = class_row.dataset.num_joints
-        if not 0 <= joint_position < num_joints:
-            raise StoreError(f"joint position {joint_position} is outside 0..{num_joints - 1}")
-    text = text.strip()
+    if item.joint_position is not None and not 0 <= item.joint_position < num_joints:
+        raise StoreError(f"joint position {item.joint_position} is outside 0..{num_joints - 1}")
+    text = item.text.strip()
     if not text:
         raise StoreError("a description cannot be empty")
-    previous = current_description(session, class_row, kind, joint_position)
-    parts: list[str] | None = None
-    if kind == "global":
-        if key_body_parts is not None:
-            parts = [str(p).strip() for p in key_body_parts if str(p).strip()]
-        else:
-            parts = list(previous.key_body_parts or []) if previous is not None else []
-    if (
-        previous is not None
-        and previous.text == text
-        and (kind != "global" or previous.key_body_parts == parts)
-    ):
-        return None
-    if previous is not None:
-        previous.is_current = False
-        # The partial unique index allows one current row: retire the old one before inserting.
-        session.flush()
-    version = (
-        session.scalar(
-            select(func.max(Description.version)).where(
-                Description.class_pk == class_row.id,
-                Description.kind == kind,
-                Description.joint_position.is_(None)
-                if joint_position is None
-                else Description.joint_position == joint_position,
+    return (item.kind, item.joint_position), text
+
+
+def save_descriptions(
+    session: Session,
+    class_row: ClassRow,
+    items: Sequence[NewText],
+    source: str,
+    *,
+    call: LlmCall | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> list[Description | None]:
+    """Save several texts of one class at once (e.g. one LLM answer with 25 joint texts).
+
+    Same rules as :func:`save_description` for each text; returns, for each item, the new row
+    or None when the text was unchanged. Every item is checked before anything is written.
+    """
+    if source not in DESCRIPTION_SOURCES:
+        raise ValueError(f"description source must be one of {DESCRIPTION_SOURCES}, not {source!r}")
+    num_joints = class_row.dataset.num_joints
+    checked = [_checked(item, num_joints) for item in items]
+    keys = [key for key, _ in checked]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the same text (kind, joint) is given twice in one save")
+    # Two queries for the whole batch: the current rows and the highest version of each text.
+    current = {
+        (d.kind, d.joint_position): d
+        for d in session.scalars(
+            select(Description).where(Description.class_pk == class_row.id, Description.is_current.is_(True))
+        )
+    }
+    versions = {
+        (kind, position): version
+        for kind, position, version in session.execute(
+            select(Description.kind, Description.joint_position, func.max(Description.version))
+            .where(Description.class_pk == class_row.id)
+            .group_by(Description.kind, Description.joint_position)
+        )
+    }
+    results: list[Description | None] = []
+    retired: list[Description] = []
+    for item, (key, text) in zip(items, checked, strict=True):
+        previous = current.get(key)
+        parts: list[str] | None = None
+        if item.kind == "global":
+            if item.key_body_parts is not None:
+                parts = [str(p).strip() for p in item.key_body_parts if str(p).strip()]
+            else:
+                parts = list(previous.key_body_parts or []) if previous is not None else []
+        if previous is not None and previous.text == text and previous.key_body_parts == parts:
+            results.append(None)
+            continue
+        if previous is not None:
+            previous.is_current = False
+            retired.append(previous)
+        results.append(
+            Description(
+                class_pk=class_row.id,
+                kind=item.kind,
+                joint_position=item.joint_position,
+                text=text,
+                key_body_parts=parts,
+                version=versions.get(key, 0) + 1,
+                source=source,
+                call_id=call.id if call is not None else None,
+                provenance=dict(provenance) if provenance else None,
+                is_current=True,
             )
         )
-        or 0
-    ) + 1
-    row = Description(
-        class_pk=class_row.id,
-        kind=kind,
-        joint_position=joint_position,
-        text=text,
-        key_body_parts=parts,
-        version=version,
-        source=source,
-        call_id=call.id if call is not None else None,
-        provenance=dict(provenance) if provenance else None,
-        is_current=True,
-    )
-    session.add(row)
-    if kind == "global":
+    if retired:
+        # The partial unique indexes allow one current row: retire the old ones before inserting.
+        session.flush()
+    new_rows = [row for row in results if row is not None]
+    session.add_all(new_rows)
+    if any(row.kind == "global" for row in new_rows):
         keyjoints = current_keyjoints(session, class_row)
         if keyjoints is not None:
             keyjoints.stale = True
     session.flush()
-    return row
+    return results
 
 
 def history(
