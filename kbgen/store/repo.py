@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from dataspec import DatasetSpec, SpecError, normalize_class_id
@@ -368,18 +368,30 @@ def save_descriptions(
     keys = [key for key, _ in checked]
     if len(set(keys)) != len(keys):
         raise ValueError("the same text (kind, joint) is given twice in one save")
-    # Two queries for the whole batch: the current rows and the highest version of each text.
+    if not items:
+        return []
+    # Two queries for the whole batch, about these texts only: the current rows and the highest
+    # version of each text.
+    positions = [position for kind, position in keys if kind == "joint"]
+    wanted = or_(
+        Description.kind == "global" if ("global", None) in keys else false(),
+        and_(Description.kind == "joint", Description.joint_position.in_(positions))
+        if positions
+        else false(),
+    )
     current = {
         (d.kind, d.joint_position): d
         for d in session.scalars(
-            select(Description).where(Description.class_pk == class_row.id, Description.is_current.is_(True))
+            select(Description).where(
+                Description.class_pk == class_row.id, Description.is_current.is_(True), wanted
+            )
         )
     }
     versions = {
         (kind, position): version
         for kind, position, version in session.execute(
             select(Description.kind, Description.joint_position, func.max(Description.version))
-            .where(Description.class_pk == class_row.id)
+            .where(Description.class_pk == class_row.id, wanted)
             .group_by(Description.kind, Description.joint_position)
         )
     }
