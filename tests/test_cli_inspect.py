@@ -95,6 +95,10 @@ def test_list_reports_status_source_and_key_joint_flag() -> None:
     assert rows["a01"]["key_joints"] == "none"
     table = kbgen("list", "-d", "nwucla").stdout
     assert "1 complete, 1 partial, 8 missing" in table and "20/20" in table
+    missing = json.loads(kbgen("list", "-d", "nwucla", "--status", "missing", "--json").stdout)
+    assert len(missing) == 8 and {r["status"] for r in missing} == {"missing"}
+    assert "1 partial classes" in kbgen("list", "-d", "nwucla", "--status", "partial").stdout
+    assert kbgen("list", "-d", "nwucla", "--status", "done").exit_code == 2
 
 
 def test_edit_saves_a_new_current_version(editor) -> None:
@@ -244,11 +248,13 @@ def test_db_commands(_isolated_home: Path) -> None:
     )
 
 
-def test_every_command_has_help() -> None:
+def test_every_command_has_help_and_is_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     for command in ["list", "show", "edit", "set", "history", "logs", "export", "import", "db"]:
         result = kbgen(command, "--help")
         assert result.exit_code == 0, command
         assert "Usage" in result.stdout and len(result.stdout) > 200, command
+        assert f"kbgen {command}" in readme, f"README.md does not document `kbgen {command}`"
 
 
 def test_a_database_from_a_newer_kbgen_is_one_line(_isolated_home: Path) -> None:

@@ -37,6 +37,7 @@ JointOption = Annotated[
     typer.Option("--joint", "-j", help="Joint name or alias, e.g. 'right hand'.", show_default=False),
 ]
 
+STATUSES = ("complete", "partial", "missing")
 # Lines starting with this are dropped from an edited text, as `git commit` does.
 _COMMENT = "#"
 
@@ -51,8 +52,24 @@ def _joint_position(spec: DatasetSpec, joint: str) -> int:
 
 
 @app.command("list")
-def list_classes(dataset: DatasetOption, db: DbOption = None, as_json: JsonOption = False) -> None:
+def list_classes(
+    dataset: DatasetOption,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            help="Only classes with this status: complete, partial or missing.",
+            show_default=False,
+        ),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """List the classes of a dataset: status, joints described, source, last change, key-joint flag."""
+    if status is not None and status not in STATUSES:
+        raise typer.BadParameter(
+            f"'{status}' is not a status: use {', '.join(STATUSES)}", param_hint="--status"
+        )
     spec = open_dataset(dataset, db)
     rows: list[dict[str, Any]] = []
     with user_errors(), store_db.session_scope(db) as s:
@@ -72,10 +89,14 @@ def list_classes(dataset: DatasetOption, db: DbOption = None, as_json: JsonOptio
                     "key_joints": repo.keyjoint_flag(repo.current_keyjoints(s, class_row)),
                 }
             )
+    counts = {name: sum(r["status"] == name for r in rows) for name in STATUSES}
+    if status is not None:
+        rows = [r for r in rows if r["status"] == status]
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"{spec.title}: {len(rows)} classes", title_justify="left")
+    shown = f"{len(rows)} {status} classes" if status else f"{len(rows)} classes"
+    table = Table(title=f"{spec.title}: {shown}", title_justify="left")
     for column in ("Class", "Name", "Status", "Joints", "Source", "Last change", "Key joints"):
         table.add_column(column, no_wrap=column != "Name")
     colours = {"complete": "green", "partial": "yellow", "missing": "red"}
@@ -90,7 +111,6 @@ def list_classes(dataset: DatasetOption, db: DbOption = None, as_json: JsonOptio
             row["key_joints"],
         )
     console.print(table)
-    counts = {status: sum(r["status"] == status for r in rows) for status in colours}
     console.print(f"{counts['complete']} complete, {counts['partial']} partial, {counts['missing']} missing")
 
 
