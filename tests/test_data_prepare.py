@@ -65,7 +65,7 @@ def test_missing_list_is_honoured(tmp_path: Path) -> None:
 
 
 def test_workers_give_the_same_store(tmp_path: Path) -> None:
-    write_ntu_corpus(tmp_path / "raw", 40, classes=["A1", "A2", "A3"], seed=2)
+    write_ntu_corpus(tmp_path / "raw", 16, classes=["A1", "A2", "A3"], seed=2)
     prepare_dataset(NTU120, tmp_path / "raw", tmp_path / "one", workers=1)
     prepare_dataset(NTU120, tmp_path / "raw", tmp_path / "two", workers=2)
     a, b = PreparedStore.open(tmp_path / "one"), PreparedStore.open(tmp_path / "two")
@@ -76,11 +76,11 @@ def test_workers_give_the_same_store(tmp_path: Path) -> None:
 
 
 def test_interrupted_run_resumes_to_the_same_store(tmp_path: Path) -> None:
-    write_ntu_corpus(tmp_path / "raw", 30, classes=["A4", "A5"], seed=3)
+    write_ntu_corpus(tmp_path / "raw", 20, classes=["A4", "A5"], seed=3)
     prepare_dataset(NTU120, tmp_path / "raw", tmp_path / "fresh")
 
     def crash(done: int, total: int, skipped: int) -> None:
-        if done == 17:
+        if done == 12:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -89,7 +89,7 @@ def test_interrupted_run_resumes_to_the_same_store(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="unfinished"):
         PreparedStore.open(tmp_path / "store")
     summary = prepare_dataset(NTU120, tmp_path / "raw", tmp_path / "store", checkpoint_every=5)
-    assert summary.resumed_from == 15 and summary.prepared == 30
+    assert summary.resumed_from == 10 and summary.prepared == 20
     fresh, resumed = PreparedStore.open(tmp_path / "fresh"), PreparedStore.open(tmp_path / "store")
     assert resumed.manifest["checksums"] == fresh.manifest["checksums"]
     assert not (tmp_path / "store" / STATE_FILE).exists()

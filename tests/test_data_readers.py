@@ -10,7 +10,7 @@ from conftest import shared_path
 
 from dataspec import load_spec
 from trainer.data.denoise import DenoiseParams, denoise
-from trainer.data.ntu_skeleton import parse_ntu_name, read_ntu_skeleton
+from trainer.data.ntu_skeleton import parse_ntu_name, parse_plain_decimals, read_ntu_skeleton
 from trainer.data.nwucla import parse_nwucla_name, read_nwucla_json
 from trainer.data.prepare import _Job, process_file
 from trainer.data.readers import RawBodies, SkipSample, get_reader, list_formats
@@ -211,3 +211,39 @@ def test_synthetic_text_round_trips() -> None:
     raw = read_ntu_skeleton(text.encode(), NTU120)
     assert raw.empty_frames == 1 and raw.n_frames == 3
     np.testing.assert_allclose(raw.xyz, joints, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b"0.2181153 -3.785547 1036.233 ", [0.2181153, -3.785547, 1036.233]),
+        (b"12 .5 7. -0 ", [12.0, 0.5, 7.0, 0.0]),
+        (b"1.2.3 ", None),
+        (b"1-2 ", None),
+        (b"--1 ", None),
+        (b"- ", None),
+        (b"1  2 ", None),
+        (b"1e5 ", None),
+        (b"nan ", None),
+    ],
+)
+def test_plain_decimal_parser(text: bytes, expected: list[float] | None) -> None:
+    got = parse_plain_decimals(np.frombuffer(text, dtype=np.uint8), text.count(b" "))
+    if expected is None:
+        assert got is None
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_exponents_and_nan_take_the_slower_paths() -> None:
+    path = shared_path("data", "ntu_samples", "S001C001P001R001A011.skeleton")
+    text = path.read_bytes().decode()
+    lines = text.split("\n")
+    i = next(k for k, line in enumerate(lines) if line.count(" ") == 11)
+    x = float(lines[i].split()[0])
+    lines[i] = f"{x:.6e}" + lines[i][lines[i].index(" ") :]
+    raw = read_ntu_skeleton("\n".join(lines).encode(), NTU120)
+    assert raw.xyz[0, 0, 0] == pytest.approx(x, rel=1e-6)
+    lines[i] = "nan" + lines[i][lines[i].index(" ") :]
+    with pytest.raises(SkipSample, match="NaN or infinity"):
+        read_ntu_skeleton("\n".join(lines).encode(), NTU120)

@@ -46,41 +46,47 @@ def read_ntu_skeleton(data: bytes, spec: DatasetSpec) -> RawBodies:
 
     # The structure is walked line by line in Python, one step per body (int() ignores the CR of
     # CRLF files); the coordinates of all joint lines are converted in one vectorised call below.
-    def value(q: int, what: str) -> int:
-        if q >= n_lines:
-            raise SkipSample("truncated", f"file ends before the {what}")
-        return _int(data[starts_list[q] : ends_list[q]], what)
-
-    n_frames = value(0, "frame count")
-    if n_frames < 0 or n_frames > MAX_FRAMES:
-        raise SkipSample("absurd_frame_count", f"header says {n_frames} frames (limit {MAX_FRAMES})")
+    # Error messages are built only on failure: this loop runs ~10^8 times over NTU-120.
     first_joint: list[int] = []
     frames: list[int] = []
     bodies: list[int] = []
     ids: dict[bytes, int] = {}
-    valid = empty = 0
+    valid = empty = f = 0
     q = 1
-    for f in range(n_frames):
-        n_bodies = value(q, f"body count of frame {f + 1} of {n_frames}")
-        q += 1
-        if n_bodies == 0:
-            empty += 1
-            continue
-        if not 0 < n_bodies <= MAX_BODIES_PER_FRAME:
-            raise SkipSample("absurd_body_count", f"frame {f + 1} says {n_bodies} bodies")
-        for _ in range(n_bodies):
-            count = value(q + 1, f"joint count in frame {f + 1} of {n_frames}")
-            if count != n_joints:
-                raise SkipSample(
-                    "bad_joint_count",
-                    f"frame {f + 1} has a body with {count} joints, {spec.name} has {n_joints}",
-                )
-            first_joint.append(q + 2)
-            frames.append(valid)
-            body_id = data[starts_list[q] : ends_list[q]].split(None, 1)[0]
-            bodies.append(ids.setdefault(body_id, len(ids)))
-            q += 2 + n_joints
-        valid += 1
+    what = "frame count"
+    try:
+        n_frames = int(data[starts_list[0] : ends_list[0]])
+        if n_frames < 0 or n_frames > MAX_FRAMES:
+            raise SkipSample("absurd_frame_count", f"header says {n_frames} frames (limit {MAX_FRAMES})")
+        for f in range(n_frames):  # noqa: B007 (f is read by the error messages below)
+            what = "body count"
+            n_bodies = int(data[starts_list[q] : ends_list[q]])
+            q += 1
+            if n_bodies == 0:
+                empty += 1
+                continue
+            if not 0 < n_bodies <= MAX_BODIES_PER_FRAME:
+                raise SkipSample("absurd_body_count", f"frame {f + 1} says {n_bodies} bodies")
+            what = "joint count"
+            for _ in range(n_bodies):
+                count = int(data[starts_list[q + 1] : ends_list[q + 1]])
+                if count != n_joints:
+                    raise SkipSample(
+                        "bad_joint_count",
+                        f"frame {f + 1} has a body with {count} joints, {spec.name} has {n_joints}",
+                    )
+                first_joint.append(q + 2)
+                frames.append(valid)
+                bodies.append(ids.setdefault(data[starts_list[q] : ends_list[q]].split(None, 1)[0], len(ids)))
+                q += 2 + n_joints
+            valid += 1
+    except IndexError:
+        raise SkipSample("truncated", f"file ends before the {what} of frame {f + 1}") from None
+    except ValueError:
+        line = {"frame count": 0, "body count": q, "joint count": q + 1}[what]
+        shown = data[starts_list[line] : ends_list[line]][:20].decode("ascii", "replace")
+        where = "" if what == "frame count" else f" of frame {f + 1}"
+        raise SkipSample("not_text", f"expected the {what}{where}, found '{shown}'") from None
     if q > n_lines:
         raise SkipSample("truncated", f"file ends inside the last body ({n_lines} of {q} lines)")
     if not first_joint:
@@ -135,46 +141,53 @@ def _joint_xyz(data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarra
 
 
 _POW10 = 10.0 ** np.arange(32)
+# Character classes of the plain-decimal parser: digit 0, dot 1, minus 2, space 3, anything else 4.
+_CLASS = np.full(256, 4, dtype=np.uint8)
+_CLASS[48:58], _CLASS[46], _CLASS[45], _CLASS[32] = 0, 1, 2, 3
+_DIGIT = np.zeros(256)
+_DIGIT[48:58] = np.arange(10)
 
 
 def parse_plain_decimals(text: np.ndarray, count: int) -> np.ndarray | None:
     """Values of ``count`` plain decimals (``-0.2059419``) in ``text``, each followed by one space.
 
-    Vectorised over characters, ~1.5× faster than ``np.fromstring``. Returns None when the text
-    holds anything else (exponents, nan, double spaces), for the caller to parse another way.
+    Vectorised over characters (about twice as fast as ``np.fromstring``): each digit is weighted
+    by 10 to the number of digits after it in its number, the sums are divided by 10 to the number
+    of decimals. Returns None when the text holds anything else (exponents, nan, double spaces),
+    for the caller to parse another way.
     """
     sep = text == 32
     ends = np.flatnonzero(sep)
     if len(ends) != count or count == 0:
         return None
-    digit = text - np.uint8(48)
-    is_digit = digit <= 9
-    is_dot = text == 46
-    is_minus = text == 45
-    if not (is_digit | is_dot | is_minus | sep).all():
+    cls = _CLASS[text]
+    if cls.max() > 3:
         return None
     starts = np.empty_like(ends)
     starts[0], starts[1:] = 0, ends[:-1] + 1
-    if (starts == ends).any() or is_minus.sum() != is_minus[starts].sum():
-        return None  # empty token, or a minus sign inside a number
-    if is_dot.any() and np.add.reduceat(is_dot, starts).max() > 1:
+    seen = np.cumsum(cls == 0, dtype=np.int32)
+    digits_at_end = seen[ends]
+    if (np.diff(digits_at_end, prepend=0) == 0).any():
+        return None  # a number without digits ("-", ".", or an empty token)
+    token = np.cumsum(sep, dtype=np.int32)
+    token -= sep
+    after = digits_at_end[token]
+    after -= seen
+    if int(after.max()) >= len(_POW10):
         return None
-    seen = np.cumsum(is_digit, dtype=np.int32)
-    token = np.cumsum(sep, dtype=np.int32) - sep
-    after = seen[ends][token] - seen  # digits that follow each character within its number
-    if after.max() >= len(_POW10):
-        return None
-    weights = np.where(is_digit, digit, 0) * _POW10[np.where(is_digit, after, 0)]
-    values = np.add.reduceat(weights, starts) / _POW10[np.add.reduceat(np.where(is_dot, after, 0), starts)]
-    return np.where(is_minus[starts], -values, values)
-
-
-def _int(token: bytes, what: str) -> int:
-    try:
-        return int(token)
-    except ValueError:
-        shown = token[:20].decode("ascii", "replace")
-        raise SkipSample("not_text", f"expected the {what}, found '{shown}'") from None
+    values = np.add.reduceat(_DIGIT[text] * _POW10[after], starts)
+    dots = np.flatnonzero(cls == 1)
+    if len(dots):
+        dot_token = token[dots]
+        if (np.diff(dot_token) == 0).any():
+            return None  # two dots in one number
+        values[dot_token] /= _POW10[after[dots]]
+    minus = np.flatnonzero(cls == 2)
+    if len(minus):
+        if not sep[minus[minus > 0] - 1].all():
+            return None  # a minus sign inside a number
+        values[token[minus]] *= -1
+    return values
 
 
 NTU_READER = register_reader(
