@@ -109,6 +109,12 @@ def prepare_command(
         except PrepareError as exc:
             progress.stop()
             raise _fail(str(exc)) from None
+        except KeyboardInterrupt:
+            progress.stop()
+            err.print(
+                "[yellow]interrupted:[/yellow] run the same command again to resume from the last checkpoint"
+            )
+            raise typer.Exit(130) from None
     reasons = ", ".join(f"{n} {code}" for code, n in summary.skipped_by_reason.items())
     resumed = f" (resumed at file {summary.resumed_from})" if summary.resumed_from else ""
     console.print(
