@@ -161,6 +161,11 @@ def test_denoise_keeps_a_lone_short_body_and_fills_gaps_of_actor_one() -> None:
     actors, stats = denoise(raw, DenoiseParams.from_spec(NTU60))
     assert stats["actors"] == 2 and actors.shape[0] == 80
     assert actors[:, 0].any(axis=(1, 2)).all() and not actors[:, 1].any()
+    # Sharing one boundary frame is not an overlap (the reference's rule); two frames are.
+    for shared, second_slot_used in ((1, False), (2, True)):
+        raw = _bodies((0, 0, a), (1, 40 - shared, b))
+        actors, _ = denoise(raw, DenoiseParams.from_spec(NTU60))
+        assert actors[:, 1].any() == second_slot_used
 
 
 def test_denoise_drops_frames_without_actors_and_overlapping_third_body() -> None:

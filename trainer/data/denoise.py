@@ -10,7 +10,8 @@ the code below is our own, vectorised with NumPy:
    noisy-frame ratio is at least 0.69754 is dropped (never the last body left);
 3. the remaining bodies are ranked by motion (sum over x, y, z of the variance of all joints over
    the body's non-noisy frames); the most moving one is actor 1, each next body goes to the first
-   actor slot whose frame range it does not overlap, or is dropped;
+   actor slot whose frame range it does not overlap (sharing one boundary frame is allowed), or is
+   dropped;
 4. frames where no actor is present are dropped;
 5. everything is translated so that actor 1's centre joint (NTU: middle of the spine) in its first
    frame is the origin; absent actors stay zero;
@@ -142,7 +143,9 @@ def _assign_actors(
         frames = raw.frame[sel]
         start, end = int(frames.min()), int(frames.max())
         for slot, rng in enumerate(ranges):
-            if rng is None or end < rng[0] or start > rng[1]:
+            # As the reference: ranges that share at most one boundary frame do not overlap (the
+            # later body then overwrites that frame).
+            if rng is None or min(rng[1], end) - max(rng[0], start) <= 0:
                 actors[frames, slot] = raw.xyz[sel]
                 present[frames, slot] = True
                 ranges[slot] = (start, end) if rng is None else (min(rng[0], start), max(rng[1], end))
