@@ -109,7 +109,8 @@ def _joint_xyz(data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarra
 
     Fast path: the official files separate values by single spaces, so the text from a line's
     start to its third space is exactly ``x y z``; those spans are gathered into one buffer and
-    parsed by NumPy in C. Any other spacing falls back to splitting each line in Python.
+    parsed by :func:`parse_plain_decimals` (exponents, nan, inf: by NumPy's C parser). Any other
+    spacing falls back to splitting each line in Python.
     """
     n = len(starts)
     spaces = np.flatnonzero(buf == 32)
