@@ -63,6 +63,17 @@ def test_stanza_refuses_to_run_without_models_and_never_downloads(tmp_path: Path
     assert list(tmp_path.iterdir()) == []  # nothing fetched into the folder
 
 
+def test_stanza_with_unusable_models_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "resources.json").write_text("{}")
+    for proc in ("tokenize", "pos", "constituency"):
+        folder = tmp_path / "en" / proc
+        folder.mkdir(parents=True)
+        (folder / "default.pt").write_bytes(b"not a model")
+    assert stanza_models_present(tmp_path)
+    with pytest.raises(BackendUnavailable, match="cannot load its English models .* use --backend spacy"):
+        StanzaExtractor(tmp_path)
+
+
 @dataclass
 class _Node:
     label: str

@@ -150,3 +150,10 @@ def test_a_malformed_lexicon_is_refused_with_the_entry_named(tmp_path) -> None:
     bad.write_text("concepts: {hand: {parts: [hand]}}\nterms: {palm: paw}\n")
     with pytest.raises(LexiconError, match="term 'palm' names unknown concept 'paw'"):
         load_lexicon(bad)
+
+
+def test_lexicon_yaml_syntax_errors_are_one_line(tmp_path) -> None:
+    bad = tmp_path / "lex.yaml"
+    bad.write_text("concepts: [unclosed\n")
+    with pytest.raises(LexiconError, match="not valid YAML"):
+        load_lexicon(bad)

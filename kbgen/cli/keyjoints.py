@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -15,6 +15,12 @@ from kbgen.cli.app import app
 from kbgen.cli.options import DatasetOption, DbOption, console, fail, open_dataset, user_errors
 from kbgen.store import db as store_db
 from kbgen.store import repo
+
+if TYPE_CHECKING:
+    # Imported lazily at run time so that `kbgen --help` does not load the NLP stack.
+    from kbgen.keyjoints.lexicon import Lexicon
+    from kbgen.keyjoints.phrases import PhraseExtractor
+    from kbgen.keyjoints.storage import Settings
 
 BackendOption = Annotated[
     str | None,
@@ -43,7 +49,8 @@ def _class_ids(spec: DatasetSpec, classes: str | None) -> list[str]:
         return [spec.get_class(c).id for c in classes.split(",") if c.strip()]
 
 
-def _extractor(backend: str | None, stanza_dir: str | None):  # noqa: ANN202 - PhraseExtractor
+def _extractor(backend: str | None, stanza_dir: str | None) -> PhraseExtractor:
+    """The noun-phrase backend asked for (default: stanza when its models are present, else spaCy)."""
     from kbgen.keyjoints.phrases import BackendUnavailable, default_backend, get_extractor
 
     name = backend or default_backend(stanza_dir)
@@ -131,7 +138,15 @@ def keyjoints(
         console.print(f"[yellow]no global description:[/] {shown}", soft_wrap=True)
 
 
-def _explain(spec, class_id, extractor, lexicon, settings, db) -> None:  # noqa: ANN001
+def _explain(
+    spec: DatasetSpec,
+    class_id: str,
+    extractor: PhraseExtractor,
+    lexicon: Lexicon,
+    settings: Settings,
+    db: str | None,
+) -> None:
+    """Print one class's phrases, the joints each hit and the top joints (stored row if up to date)."""
     from kbgen.keyjoints.distribution import compute_keyjoints, top_joints
     from kbgen.keyjoints.storage import why_outdated
 

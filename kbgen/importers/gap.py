@@ -197,7 +197,15 @@ def match_labels(
 
 def import_gap(session: Session, spec: DatasetSpec, directory: str | Path) -> GapImportReport:
     """Import the GAP descriptions in ``directory`` for ``spec`` (see module docstring)."""
-    directory = Path(directory)
+    try:
+        return _import_gap(session, spec, Path(directory))
+    except (UnicodeDecodeError, OSError) as exc:
+        raise StoreError(
+            f"cannot read the GAP files in {directory}: {exc}: give the GAP text/ folder"
+        ) from None
+
+
+def _import_gap(session: Session, spec: DatasetSpec, directory: Path) -> GapImportReport:
     if not directory.is_dir():
         raise StoreError(f"{directory} is not a folder: give the GAP text/ folder with {SENTENCE_FILE}")
     prefix = choose_prefix(directory, spec)

@@ -199,7 +199,10 @@ def load_lexicon(path: str | Path | None = None) -> Lexicon:
     if not path.is_file():
         raise LexiconError(f"no body-part lexicon at {path}: restore data/lexicon/body_parts.yaml")
     text = path.read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise LexiconError(f"{path}: not valid YAML ({exc.__class__.__name__}): fix the syntax") from None
     if not isinstance(raw, dict):
         raise LexiconError(
             f"{path}: the lexicon must be a YAML mapping with concepts, terms, sides, negation"
@@ -211,6 +214,8 @@ def _build(raw: dict[str, Any], path: Path, sha: str) -> Lexicon:
     concepts: dict[str, Concept] = {}
     for name, body in (raw.get("concepts") or {}).items():
         body = body or {}
+        if not isinstance(body, dict):
+            raise LexiconError(f"{path}: concept '{name}' must be a mapping like {{parts: [hand]}}")
         unknown = set(body) - {"parts", "joints", "all", "fallback", "sided"}
         if unknown:
             raise LexiconError(f"{path}: concept '{name}' has unknown keys {sorted(unknown)}")

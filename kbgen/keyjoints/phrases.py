@@ -103,14 +103,20 @@ class StanzaExtractor:
             from stanza.pipeline.core import DownloadMethod
         except ImportError:
             raise BackendUnavailable("stanza is not installed: pip install 'crossglg[stanza]'") from None
-        self._nlp = stanza.Pipeline(
-            "en",
-            dir=str(root),
-            processors="tokenize,pos,constituency",
-            download_method=DownloadMethod.NONE,  # never fetch models behind the user's back
-            logging_level="WARN",
-            use_gpu=False,
-        )
+        try:
+            self._nlp = stanza.Pipeline(
+                "en",
+                dir=str(root),
+                processors="tokenize,pos,constituency",
+                download_method=DownloadMethod.NONE,  # never fetch models behind the user's back
+                logging_level="WARN",
+                use_gpu=False,
+            )
+        except Exception as exc:  # stanza raises several kinds for incomplete model folders
+            raise BackendUnavailable(
+                f"stanza cannot load its English models from {root} ({exc.__class__.__name__}: {exc}); "
+                "add the missing models there or use --backend spacy"
+            ) from None
         resources = json.loads((root / "resources.json").read_text(encoding="utf-8"))
         models_version = resources.get("version", "unknown") if isinstance(resources, dict) else "unknown"
         self.version = f"stanza {stanza.__version__}; resources {models_version}"
