@@ -186,3 +186,16 @@ def test_loss_weights_combine_the_parts():
     torch.testing.assert_close(total, parts["cls"] + 0.5 * parts["calibrate"] + 0.2 * parts["text_cls"])
     no_pack, parts2 = crossglg_loss(out, y, None)
     assert "calibrate" not in parts2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoder", ["infogcn", "stgcn"])
+def test_forward_traces_as_one_graph_for_torch_compile(encoder, ntu):
+    # No graph breaks (no .item(), no data-dependent Python control flow): torch.compile sees one graph.
+    model = CrossGLG(encoder, K, ntu, text_dim=D, width=32)
+    x, text, *_ = _inputs(ntu)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(x, text)
+    torch._dynamo.reset()
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
