@@ -23,6 +23,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+# Run as `python bench/nwucla_oneshot.py` from the repository root: make `trainer` importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "baseline": ("nwucla_oneshot_baseline", []),
     "crossglg": ("nwucla_oneshot", []),

@@ -153,7 +153,8 @@ def train(config: Config, run_dir: Path, ctx: DistContext, show_progress: bool =
     step, start_epoch, best_val, best_epoch, elapsed = 0, 0, -1.0, -1, 0.0
     last_path = run_dir / "last.pt"
     if last_path.exists():
-        state = load_checkpoint(last_path, map_location=device)
+        # Loaded on the CPU: RNG states must stay there; model and optimizer copy to their device.
+        state = load_checkpoint(last_path, map_location="cpu")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
