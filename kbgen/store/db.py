@@ -103,6 +103,21 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         session.close()
 
 
+def lock_for_write(session: Session) -> None:
+    """On SQLite, take the write lock now (``BEGIN IMMEDIATE``) unless the transaction holds it.
+
+    Call it before reading what a write depends on (the current version of a text, whether a row
+    exists). pysqlite runs reads outside any transaction until the first write, so without it
+    another process can commit between the read and the write: two "current" rows, a duplicate
+    dataset. Waits up to the busy timeout; a no-op on other databases (their constraints hold).
+    """
+    conn = session.connection()
+    if conn.dialect.name != "sqlite":
+        return
+    if not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def dispose_all() -> None:
     """Close every cached engine (tests, and processes that fork)."""
     with _lock:

@@ -57,16 +57,28 @@ def known_revision(revision: str, script: ScriptDirectory | None = None) -> bool
 
 
 def upgrade_to_head(engine: Engine) -> None:
-    """Bring the database to the newest revision (a no-op when it is already there)."""
+    """Bring the database to the newest revision (a no-op when it is already there).
+
+    Safe when several processes open a fresh database at once: on SQLite the upgrade holds the
+    write lock from the start and looks at the revision again under it.
+    """
     current = current_revision(engine)
     head = head_revision()
     if current == head:
         return
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
-    if current is not None and not known_revision(current, script):
-        raise StoreError(
-            f"the database is at revision {current}, which this kbgen does not know: upgrade kbgen "
-            "or point --db at another database"
-        )
     with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            # pysqlite runs DDL outside any transaction, so two processes creating the tables of
+            # a fresh file collide ("table ... already exists"). BEGIN IMMEDIATE takes the write
+            # lock (waiting up to the busy timeout); the loser then finds the schema at head.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current == head:
+                return
+        if current is not None and not known_revision(current, script):
+            raise StoreError(
+                f"the database is at revision {current}, which this kbgen does not know: upgrade kbgen "
+                "or point --db at another database"
+            )
         command.upgrade(alembic_config(str(engine.url), connection=conn), "head")

@@ -31,6 +31,7 @@ from sqlalchemy import and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from dataspec import DatasetSpec, SpecError, normalize_class_id
+from kbgen.store.db import lock_for_write
 from kbgen.store.errors import StoreError
 from kbgen.store.models import (
     CALL_KINDS,
@@ -62,6 +63,13 @@ def ensure_dataset(session: Session, spec: DatasetSpec) -> Dataset:
     different number of joints is refused because stored joint texts are keyed by position.
     """
     dataset = session.scalar(select(Dataset).where(Dataset.name == spec.name))
+    if dataset is not None and dataset.spec_sha256 == spec.sha256:
+        return dataset
+    # Creating or updating: under the write lock, look again (another process may have done it).
+    lock_for_write(session)
+    dataset = session.scalar(
+        select(Dataset).where(Dataset.name == spec.name).execution_options(populate_existing=True)
+    )
     if dataset is not None and dataset.spec_sha256 == spec.sha256:
         return dataset
     if dataset is None:
@@ -370,6 +378,8 @@ def save_descriptions(
         raise ValueError("the same text (kind, joint) is given twice in one save")
     if not items:
         return []
+    # The current rows and versions must not change between reading them and writing.
+    lock_for_write(session)
     # Two queries for the whole batch, about these texts only: the current rows and the highest
     # version of each text.
     positions = [position for kind, position in keys if kind == "joint"]
