@@ -124,6 +124,9 @@ def plot_keyjoints(spec: DatasetSpec, panels: Sequence[Panel], output: str | Pat
         top = int(np.argmax(weights))
         ax.annotate(spec.joints[top].name, pos[top], xytext=(4, 4), textcoords="offset points", fontsize=7)
         ax.set_title(panel.title, fontsize=9)
+        # Room around the figure for the largest markers and the label.
+        ax.set_xlim(pos[:, 0].min() - 0.6, pos[:, 0].max() + 0.6)
+        ax.set_ylim(pos[:, 1].min() - 0.4, pos[:, 1].max() + 0.4)
         ax.set_aspect("equal")
         ax.axis("off")
     for ax in list(axes.flat)[n:]:
