@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from embed_helpers import add_keyjoints, build_kb, bulk_kb, keyjoint_weights, tiny_deberta_dir
 from sqlalchemy import select
 from test_embed_cache import CountingEncoder
 from typer.testing import CliRunner
 
-import kbgen.cli.embed  # noqa: F401  (registers the commands)
 from dataspec import load_spec
-from kbgen.cli.app import app
+from kbgen.cli.app import COMMAND_MODULES, app
 from kbgen.embed import pack_writer
 from kbgen.embed.encoder import EncoderConfig, TextEncoder, bundled_minilm_dir
 from kbgen.store import db, repo
@@ -23,6 +24,9 @@ from kbgen.store.models import Pack
 from trainer.knowledge import pack as reader
 
 runner = CliRunner()
+# Register every command (import, keyjoints, embed...) as `kbgen` itself does at start.
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module)
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +175,29 @@ def test_full_ntu120_pack_shapes_with_a_fake_encoder(tmp_path: Path) -> None:
     assert result.stats.encoded == 120 * 26 and not result.missing
     pack = reader.load_pack(result.path, spec, spec.oneshot().novel)
     assert pack.joint_text.shape == (20, 25, 16) and pack.class_ids[:2] == ["A1", "A7"]
+
+
+def test_published_gap_texts_to_a_pack_end_to_end(tmp_path: Path, minilm: TextEncoder) -> None:
+    """Real texts (the GAP paper's NW-UCLA descriptions): import → keyjoints → embed → trainer reader."""
+    folder = shared_path("reference", "gap_text")
+    spec = load_spec("nwucla")
+    for command in (
+        ["import", str(folder), "--format", "gap", "-d", "nwucla"],
+        ["keyjoints", "-d", "nwucla", "--backend", "spacy"],
+        ["embed", "-d", "nwucla", "--normalize", "-o", str(tmp_path / "gap.kpack.safetensors")],
+    ):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, f"{command}: {result.output}"
+    pack = reader.load_pack(tmp_path / "gap.kpack.safetensors", spec, spec.class_ids)
+    with db.session_scope() as s:
+        a01 = repo.get_class(s, "nwucla", "a01")
+        text = repo.current_kb(s, a01).global_text
+        weights = np.asarray(repo.current_keyjoints(s, a01).weights)
+    expected = minilm.encode([text])[0]
+    assert np.allclose(pack.global_text[0].float().numpy(), expected / np.linalg.norm(expected), atol=2e-3)
+    assert np.allclose(pack.key_joints[0].numpy(), weights / weights.sum(), atol=1e-6)
+    similarity = pack.global_text.float() @ pack.global_text.float().T
+    assert torch.allclose(similarity.diagonal(), torch.ones(10), atol=2e-3)
+    # Different actions get different descriptions: no two classes embed (almost) the same.
+    off_diagonal = similarity - torch.eye(10) * 2
+    assert off_diagonal.max() < 0.99

@@ -9,30 +9,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from kbgen.cli.app import app
+from kbgen.cli.options import DatasetOption, DbOption, console, err_console, fail, load_dataset_spec
 
 if TYPE_CHECKING:
     from kbgen.embed.cache import Encoder
 
-console = Console()
-err_console = Console(stderr=True)
-
 pack_app = typer.Typer(help="Inspect knowledge packs (*.kpack.safetensors).", no_args_is_help=True)
 app.add_typer(pack_app, name="pack")
-
-DB_OPTION = typer.Option(
-    None, "--db", help="Database URL or SQLite file (default: $KBGEN_DB or $KBGEN_HOME/kbgen.db)."
-)
-
-
-def _fail(message: str) -> typer.Exit:
-    """Print one red line and give the exit to raise."""
-    err_console.print(f"[red]Error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 class _ProgressEncoder:
@@ -50,9 +37,7 @@ class _ProgressEncoder:
 
 @app.command()
 def embed(
-    dataset: str = typer.Option(
-        ..., "--dataset", "-d", help="Dataset name (data/datasets/<name>.yaml) or spec path."
-    ),
+    dataset: DatasetOption,
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Pack file to write (default: packs/<dataset>.kpack.safetensors)."
     ),
@@ -72,10 +57,9 @@ def embed(
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="Leave out incomplete classes (listed) instead of failing."
     ),
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
 ) -> None:
     """Embed the current descriptions of a dataset and write its knowledge pack for the trainer."""
-    from dataspec import SpecError, load_spec
     from kbgen.embed.encoder import POOLINGS, EncoderConfig, EncoderError, TextEncoder
     from kbgen.embed.pack_writer import PACK_SUFFIX, PackError, write_pack
     from kbgen.store.db import session_scope
@@ -85,10 +69,7 @@ def embed(
         raise typer.BadParameter(f"use one of {', '.join(POOLINGS)}", param_hint="--pooling")
     if not (device == "cpu" or device.startswith("cuda")):
         raise typer.BadParameter("use cpu or cuda (cuda:N)", param_hint="--device")
-    try:
-        spec = load_spec(dataset)
-    except SpecError as exc:
-        raise _fail(str(exc)) from None
+    spec = load_dataset_spec(dataset)
     path = output or Path("packs") / f"{spec.name}{PACK_SUFFIX}"
     config = EncoderConfig(
         name=encoder,
@@ -118,7 +99,7 @@ def embed(
                 allow_missing=allow_missing,
             )
     except (EncoderError, PackError, StoreError) as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     meta = result.metadata
     stats = result.stats
     console.print(
@@ -199,7 +180,7 @@ def pack_info(
     compare_db: bool = typer.Option(
         True, "--compare/--no-compare", help="Compare the pack's kb revision with the knowledge base now."
     ),
-    db: str | None = DB_OPTION,
+    db: DbOption = None,
 ) -> None:
     """Show a pack's metadata, shapes, classes and encoder, and whether the knowledge base changed since."""
     from trainer.knowledge.pack import PackError, read_pack_file
@@ -207,7 +188,7 @@ def pack_info(
     try:
         tensors, meta = read_pack_file(path)
     except PackError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     class_ids = json.loads(meta["class_ids"])
     joint_names = json.loads(meta["joint_names"])
     missing = json.loads(meta.get("missing_classes", "[]"))
