@@ -203,7 +203,16 @@ def load_spec(name_or_path: str | Path) -> DatasetSpec:
         raise SpecError(f"{path}: not valid YAML ({exc.__class__.__name__}): fix the syntax") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a spec must be a YAML mapping with name, joints, edges and classes")
-    return _build(raw, path, text)
+    try:
+        return _build(raw, path, text)
+    except SpecError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        # A value of the wrong shape (a name where an index belongs, a mapping where a list does).
+        raise SpecError(
+            f"{path}: malformed spec ({exc.__class__.__name__}: {exc}): "
+            "compare it with data/datasets/ntu120.yaml"
+        ) from None
 
 
 def _build(raw: dict[str, Any], path: Path, text: str) -> DatasetSpec:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kbgen.cli.app import app
-from kbgen.cli.options import DatasetOption, DbOption, console, open_dataset, user_errors
+from kbgen.cli.options import DatasetOption, DbOption, console, fail, open_dataset, user_errors
 from kbgen.store import db as store_db
 from kbgen.store import kbfile
 
@@ -29,7 +29,10 @@ def export_command(
     if output is None:
         typer.echo(text, nl=False)
         return
-    output.write_text(text, encoding="utf-8")
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {output} ({exc.strerror or exc.__class__.__name__}): choose a writable --output")
     console.print(f"Exported {len(document['classes'])} classes of {spec.name} to {output}")
 
 

@@ -109,6 +109,12 @@ def prepare_command(
         except PrepareError as exc:
             progress.stop()
             raise _fail(str(exc)) from None
+        except OSError as exc:  # an unwritable --out, a full disk, an unreadable raw file
+            progress.stop()
+            raise _fail(
+                f"{exc.strerror or exc.__class__.__name__}: {exc.filename or out}; "
+                "check that --raw is readable and --out is a writable folder with free space"
+            ) from None
         except KeyboardInterrupt:
             progress.stop()
             err.print(

@@ -16,6 +16,7 @@ console = Console(stderr=True)
 _USER_ERRORS = (
     "trainer.config.ConfigError",
     "trainer.engine.components.RunSetupError",
+    "trainer.engine.checkpoint.CheckpointError",
     "trainer.engine.loop.TrainingStopped",
     "trainer.evaluation.run_eval.EvaluationError",
     "trainer.evaluation.report.ReportError",

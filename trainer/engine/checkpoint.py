@@ -19,9 +19,30 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupt or holds more than weights; one line."""
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only, no pickled code)."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+    """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only, no pickled code).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or not a plain-weights checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors alike for damaged files
+        # Not torch's own text: it is many lines and suggests weights_only=False, which we never do.
+        raise CheckpointError(
+            f"checkpoint {path} cannot be loaded ({exc.__class__.__name__}): it is corrupt, truncated "
+            "or holds objects other than weights; restore it, or delete it to start the run again"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint dict")
+    return state
 
 
 def capture_rng() -> dict[str, Any]:
