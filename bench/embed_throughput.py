@@ -165,6 +165,8 @@ def time_encoder(encoder: TextEncoder, texts: list[str], repeats: int) -> dict:
     return {
         "texts": len(texts),
         "dim": int(vectors.shape[1]),
+        # float16 can overflow in deep models: a fast run that returns inf/NaN does not count.
+        "all_finite": bool(np.isfinite(vectors).all()),
         "seconds_median": round(median, 3),
         "seconds_all": [round(s, 3) for s in seconds],
         "sentences_per_s": round(len(texts) / median, 1),

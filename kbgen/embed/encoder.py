@@ -225,6 +225,9 @@ class TextEncoder:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise EncoderError(f"cannot load encoder from {self._path}: {first}") from None
             raise EncoderError(_missing_model_message(self.name, self.config.allow_download)) from None
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            # Decoder-style tokenizers (GPT-2 family) have no pad token; the mask hides it anyway.
+            tokenizer.pad_token = tokenizer.eos_token
         model.eval()
         self._model = model.to(device=self.config.device, dtype=_torch_dtype(self.config))
         self._tokenizer = tokenizer
