@@ -120,6 +120,10 @@ def test_base_nps_of_a_constituency_tree_are_the_lowest_np_nodes() -> None:
         ("He kicks with his right foot without moving the hips or the shoulders.", "shoulders", True),
         ("He kicks with his right foot without moving the hips or the shoulders.", "foot", False),
         ("His arms are at his sides for balance.", "arms", True),
+        ("The hip stays in place.", "hip", True),
+        ("The hand holds the book in place.", "hand", False),
+        ("His feet are flat on the floor.", "feet", True),
+        ("The foot comes down flat on the floor.", "foot", False),
     ],
 )
 def test_clause_negation(text: str, word: str, negated: bool) -> None:
