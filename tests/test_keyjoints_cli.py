@@ -149,3 +149,12 @@ def test_plot_draws_stored_rows_and_refuses_missing_ones(tmp_path: Path) -> None
     assert out.read_bytes().startswith(b"\x89PNG")
     bad = kbgen("plot", "A1", "-d", "ntu120", "-o", str(tmp_path / "x.jpg"))
     assert bad.exit_code != 0 and "must end in .png, .svg or .pdf" in bad.output
+
+
+def test_keyjoints_and_plot_have_help_and_are_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for command in ("keyjoints", "plot"):
+        result = kbgen(command, "--help")
+        assert result.exit_code == 0 and "Usage" in result.stdout, command
+        assert f"kbgen {command}" in readme
+    assert "kbgen import --format gap" in readme
