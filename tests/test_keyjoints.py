@@ -102,6 +102,49 @@ def test_base_nps_of_a_constituency_tree_are_the_lowest_np_nodes() -> None:
     assert _base_np_leaf_spans(tree) == [(0, 1), (3, 4)]
 
 
+@dataclass
+class _Word:
+    text: str
+    start_char: int
+    end_char: int
+
+
+@dataclass
+class _Sentence:
+    words: list
+    constituency: object
+
+
+class _FakeStanzaPipeline:
+    """Unit-test fake of a stanza pipeline: whitespace words, every word pair after 'the' is an NP."""
+
+    def __call__(self, text: str):
+        words, pos = [], 0
+        for token in text.split():
+            start = text.index(token, pos)
+            pos = start + len(token)
+            words.append(_Word(token, start, pos))
+        leaves = [_Node("X", [_leaf(w.text)]) for w in words]
+        children, i = [], 0
+        while i < len(leaves):
+            if words[i].text.lower() == "the" and i + 1 < len(leaves):
+                children.append(_Node("NP", leaves[i : i + 2]))
+                i += 2
+            else:
+                children.append(leaves[i])
+                i += 1
+        return type("Doc", (), {"sentences": [_Sentence(words, _Node("ROOT", children))]})()
+
+
+def test_stanza_extract_maps_np_leaves_to_character_spans() -> None:
+    extractor = object.__new__(StanzaExtractor)  # skip model loading: the pipeline is faked
+    extractor._nlp = _FakeStanzaPipeline()
+    text = "He  lifts the cup with the  hand."
+    phrases = extractor.extract(text)
+    assert [(p.text, p.start) for p in phrases] == [("the cup", 10), ("the  hand.", 23)]
+    assert all(text[p.start : p.end] == p.text for p in phrases)
+
+
 # ----------------------------------------------------------------------------- negation
 
 
