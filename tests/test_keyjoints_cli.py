@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -158,3 +159,15 @@ def test_keyjoints_and_plot_have_help_and_are_in_the_readme() -> None:
         assert result.exit_code == 0 and "Usage" in result.stdout, command
         assert f"kbgen {command}" in readme
     assert "kbgen import --format gap" in readme
+
+
+def test_a_changed_lexicon_makes_rows_out_of_date(tmp_path: Path, monkeypatch) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "data", data)
+    monkeypatch.setenv("CROSSGLG_DATA", str(data))
+    seed()
+    kbgen("keyjoints", "-d", "ntu120", "--backend", "spacy")
+    lexicon = data / "lexicon" / "body_parts.yaml"
+    lexicon.write_text(lexicon.read_text() + "\n# a reviewed edit\n")
+    result = kbgen("keyjoints", "-d", "ntu120", "--backend", "spacy")
+    assert "computed 3" in result.stdout

@@ -192,12 +192,17 @@ def default_lexicon_path() -> Path:
     return data_dir() / "lexicon" / "body_parts.yaml"
 
 
-@lru_cache(maxsize=8)
 def load_lexicon(path: str | Path | None = None) -> Lexicon:
-    """Load and validate a lexicon file (default: the shipped one)."""
+    """Load and validate a lexicon file (default: the shipped one); cached until the file changes."""
     path = Path(path) if path else default_lexicon_path()
     if not path.is_file():
         raise LexiconError(f"no body-part lexicon at {path}: restore data/lexicon/body_parts.yaml")
+    return _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path_text: str, _mtime_ns: int) -> Lexicon:
+    path = Path(path_text)
     text = path.read_text(encoding="utf-8")
     try:
         raw = yaml.safe_load(text)
