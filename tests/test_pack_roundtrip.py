@@ -131,6 +131,20 @@ def test_stale_or_absent_key_joints_block_the_class(tmp_path: Path) -> None:
     assert snap.classes[1].global_text == "a person picks up"
 
 
+def test_a_class_with_joint_texts_missing_names_them() -> None:
+    spec = load_spec("nwucla")
+    build_kb("nwucla", ["a01"])
+    with db.session_scope() as s:
+        a03 = repo.get_class(s, "nwucla", "a03")
+        repo.save_description(s, a03, "global", None, "a person drops trash", "edit")
+        for joint in spec.joints[2:]:
+            repo.save_description(s, a03, "joint", joint.index, f"{joint.name} stays still", "edit")
+    with db.session_scope() as s:
+        snap = pack_writer.snapshot(s, spec, ["a01", "a03"])
+    assert [c.class_id for c in snap.classes] == ["a01"]
+    assert snap.missing[0].reason == "it has no description of 2 joint(s) (hip center, spine)"
+
+
 def test_embed_reports_user_errors_in_one_line(tmp_path: Path) -> None:
     no_kb = _embed("-o", str(tmp_path / "x.kpack.safetensors"))
     assert no_kb.exit_code == 1 and "has no dataset 'nwucla'" in no_kb.output

@@ -129,6 +129,28 @@ def _normalised_weights(raw: Sequence[float], num_joints: int) -> tuple[float, .
     return tuple(float(w) for w in weights / weights.sum())
 
 
+def _why_incomplete(
+    spec: DatasetSpec,
+    current: Sequence[Description],
+    joints: dict[int | None, Description],
+    dist: KeyjointDistribution | None,
+) -> str:
+    """Why a class cannot go into a pack, or "" when its texts and k_gt are complete."""
+    absent = [name for j, name in enumerate(spec.joint_names) if j not in joints]
+    if not current:
+        return "it has no descriptions"
+    if not any(d.kind == "global" for d in current):
+        return "it has no global description"
+    if absent:
+        more = "…" if len(absent) > 3 else ""
+        return f"it has no description of {len(absent)} joint(s) ({', '.join(absent[:3])}{more})"
+    if dist is None:
+        return "it has no key-joint distribution (run `kbgen keyjoints`)"
+    if dist.stale:
+        return "its key-joint distribution is stale after a global edit (run `kbgen keyjoints`)"
+    return ""
+
+
 def snapshot(
     session: Session, spec: DatasetSpec, class_ids: Sequence[str] | None = None
 ) -> KnowledgeSnapshot:
@@ -164,21 +186,9 @@ def snapshot(
         current = descriptions[row.id]
         global_rows = [d for d in current if d.kind == "global"]
         joints = {d.joint_position: d for d in current if d.kind == "joint"}
-        absent = [spec.joint_names[j] for j in range(num_joints) if j not in joints]
         dist = distributions.get(row.id)
-        if not current:
-            reason = "it has no descriptions"
-        elif not global_rows:
-            reason = "it has no global description"
-        elif absent:
-            reason = f"it has no description of {len(absent)} joint(s) ({', '.join(absent[:3])}…)"
-        elif dist is None:
-            reason = "it has no key-joint distribution (run `kbgen keyjoints`)"
-        elif dist.stale:
-            reason = "its key-joint distribution is stale after a global edit (run `kbgen keyjoints`)"
-        else:
-            reason = ""
-        weights = _normalised_weights(dist.weights, num_joints) if not reason else ()
+        reason = _why_incomplete(spec, current, joints, dist)
+        weights = _normalised_weights(dist.weights, num_joints) if not reason and dist else ()
         if isinstance(weights, str):
             reason = weights
         if reason:
