@@ -6,12 +6,13 @@ import hashlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import pytest
 from embed_helpers import build_kb
 from sqlalchemy import func, select
 
 from dataspec import load_spec
 from kbgen.embed.cache import embed_cached, text_sha256
-from kbgen.embed.pack_writer import write_pack
+from kbgen.embed.pack_writer import PackError, write_pack
 from kbgen.store import db, repo
 from kbgen.store.models import Embedding
 
@@ -84,3 +85,22 @@ def test_re_embedding_a_knowledge_base_after_one_edit_encodes_only_that_text(tmp
         unchanged = write_pack(s, spec, encoder, tmp_path / "c.kpack.safetensors", encoder_info={})
     assert len(encoder.calls) == 2 and unchanged.stats.encoded == 0
     assert unchanged.metadata["kb_revision"] == second.metadata["kb_revision"]
+
+
+def test_embeddings_beyond_float16_range_are_refused(tmp_path) -> None:
+    build_kb("nwucla", ["a01"])
+
+    class HugeEncoder(CountingEncoder):
+        def encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+            return super().encode(texts, on_batch) * 1e6
+
+    with db.session_scope() as s, pytest.raises(PackError, match="beyond float16's range: try --normalize"):
+        write_pack(
+            s,
+            load_spec("nwucla"),
+            HugeEncoder(),
+            tmp_path / "x.kpack.safetensors",
+            encoder_info={},
+            allow_missing=True,
+        )
+    assert not (tmp_path / "x.kpack.safetensors").exists()

@@ -231,6 +231,11 @@ def build_pack_arrays(
         texts.append(c.global_text)
         texts.extend(c.joint_texts)
     vectors, stats = embed_cached(session, encoder, texts, on_batch=on_batch)
+    if not np.isfinite(vectors).all() or np.abs(vectors).max() > np.finfo(np.float16).max:
+        raise PackError(
+            "the encoder gave non-finite embeddings or values beyond float16's range: "
+            "try --normalize, or another --encoder / dtype"
+        )
     per_class = vectors.reshape(len(snap.classes), num_joints + 1, -1)
     arrays = {
         "global_text": np.ascontiguousarray(per_class[:, 0]).astype(np.float16),
