@@ -17,10 +17,8 @@ def fill_class(dataset: str, class_id: str, *, prefix: str = "", source: str = "
     spec = load_spec(dataset)
     with db.session_scope() as s:
         row = repo.get_class(s, dataset, class_id)
-        repo.save_description(
-            s, row, "global", None, f"{prefix}global of {class_id}", source, key_body_parts=["arm", "hand"]
-        )
-        for joint in spec.joints:
-            repo.save_description(
-                s, row, "joint", joint.index, f"{prefix}{joint.name} moves in {class_id}", source
-            )
+        texts = [repo.NewText("global", None, f"{prefix}global of {class_id}", ["arm", "hand"])]
+        texts += [
+            repo.NewText("joint", j.index, f"{prefix}{j.name} moves in {class_id}") for j in spec.joints
+        ]
+        repo.save_descriptions(s, row, texts, source)
