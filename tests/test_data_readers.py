@@ -9,6 +9,7 @@ import pytest
 from conftest import shared_path
 
 from dataspec import load_spec
+from trainer.data import fastparse
 from trainer.data.denoise import DenoiseParams, denoise
 from trainer.data.ntu_skeleton import parse_ntu_name, parse_plain_decimals, read_ntu_skeleton
 from trainer.data.nwucla import parse_nwucla_name, read_nwucla_json
@@ -18,6 +19,16 @@ from trainer.data.synthetic import _POSE, skeleton_text, write_broken_corpus
 
 NTU120 = load_spec("ntu120")
 NTU60 = load_spec("ntu60")
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def coordinate_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every reader test runs with the compiled parser (when numba is installed) and the NumPy one."""
+    if request.param == "numpy":
+        monkeypatch.setattr(fastparse, "xyz_from_lines", None)
+    elif fastparse.xyz_from_lines is None:
+        pytest.skip("numba is not installed")
+    return request.param
 
 
 def _raw_coordinates(path: Path) -> list[np.ndarray]:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from dataspec import DatasetSpec
-from trainer.data import ntu_skeleton
+from trainer.data import fastparse, ntu_skeleton
 from trainer.data.denoise import DenoiseParams, denoise
 from trainer.data.readers import Reader, SkipSample, get_reader
 from trainer.data.store import FORMAT_VERSION, FRAMES_FILE, MANIFEST_FILE, REPORT_FILE
@@ -219,6 +219,7 @@ def _run(job: _Job, files: list[str], workers: int) -> Iterator[tuple[str, Any, 
         for path in files:
             yield process_file(path, job)
         return
+    fastparse.warm_up()
     ctx = multiprocessing.get_context(
         "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     )
