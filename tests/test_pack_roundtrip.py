@@ -83,6 +83,9 @@ def test_embed_writes_a_pack_the_trainer_loads_in_label_order(tmp_path: Path, mi
         repo.save_description(s, repo.get_class(s, "nwucla", "a03"), "joint", 0, "the hips sway", "edit")
     stale = runner.invoke(app, ["pack", "info", str(out)])
     assert stale.exit_code == 0 and "OLDER than the knowledge base" in stale.output
+    as_json = json.loads(runner.invoke(app, ["pack", "info", str(out), "--json"]).stdout)
+    assert as_json["knowledge_base"]["state"] == "older" and as_json["shapes"]["key_joints"] == [10, 20]
+    assert as_json["metadata"]["class_ids"] == spec.class_ids and as_json["metadata"]["normalize"] is False
 
 
 def test_incomplete_classes_are_named_or_left_out_and_listed(tmp_path: Path, minilm: TextEncoder) -> None:

@@ -13,7 +13,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from kbgen.cli.app import app
-from kbgen.cli.options import DatasetOption, DbOption, console, err_console, fail, load_dataset_spec
+from kbgen.cli.options import (
+    DatasetOption,
+    DbOption,
+    JsonOption,
+    console,
+    err_console,
+    fail,
+    load_dataset_spec,
+)
 
 if TYPE_CHECKING:
     from kbgen.embed.cache import Encoder
@@ -119,8 +127,11 @@ def embed(
             console.print(f"  {m.class_id}: {m.reason}", highlight=False)
 
 
-def _db_status(metadata: dict[str, str], db: str | None) -> str:
-    """Whether the pack holds the knowledge the database would give now."""
+def _db_status(metadata: dict[str, str], db: str | None) -> tuple[str, str]:
+    """Whether the pack holds the knowledge the database would give now: ``(state, explanation)``.
+
+    ``state`` is ``up to date``, ``older`` or ``unknown`` (no such dataset or database).
+    """
     from dataspec import SpecError, load_spec
     from kbgen.embed.pack_writer import PackError, snapshot
     from kbgen.store.db import session_scope
@@ -132,18 +143,18 @@ def _db_status(metadata: dict[str, str], db: str | None) -> str:
         with session_scope(db) as session:
             snap = snapshot(session, spec, class_ids)
     except (SpecError, PackError, StoreError) as exc:
-        return f"[yellow]cannot compare with the knowledge base: {exc}[/yellow]"
+        return "unknown", f"cannot compare with the knowledge base: {exc}"
     if snap.missing:
-        return (
-            f"[yellow]OLDER than the knowledge base: {len(snap.missing)} of its classes are now incomplete "
-            f"({snap.missing[0].class_id}: {snap.missing[0].reason})[/yellow]"
+        return "older", (
+            f"OLDER than the knowledge base: {len(snap.missing)} of its classes are now incomplete "
+            f"({snap.missing[0].class_id}: {snap.missing[0].reason})"
         )
     now = snap.revision
     if now == metadata.get("kb_revision"):
-        return "[green]up to date[/green]"
-    return (
-        f"[yellow]OLDER than the knowledge base (pack {metadata.get('kb_revision', '?')[:12]}, database "
-        f"{now[:12]}): run `kbgen embed --dataset {spec.name}` again[/yellow]"
+        return "up to date", "up to date"
+    return "older", (
+        f"OLDER than the knowledge base (pack {metadata.get('kb_revision', '?')[:12]}, database "
+        f"{now[:12]}): run `kbgen embed --dataset {spec.name}` again"
     )
 
 
@@ -180,6 +191,7 @@ def pack_info(
     compare_db: bool = typer.Option(
         True, "--compare/--no-compare", help="Compare the pack's kb revision with the knowledge base now."
     ),
+    as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Show a pack's metadata, shapes, classes and encoder, and whether the knowledge base changed since."""
@@ -189,6 +201,40 @@ def pack_info(
         tensors, meta = read_pack_file(path)
     except PackError as exc:
         fail(str(exc))
+    class_ids = json.loads(meta["class_ids"])
+    status = _db_status(meta, db) if compare_db else None
+    if as_json:
+        shapes = {name: list(tensors[name].shape) for name in ("joint_text", "global_text", "key_joints")}
+        report = {"path": str(path), "metadata": _parsed(meta), "shapes": shapes}
+        if status is not None:
+            report["knowledge_base"] = {"state": status[0], "detail": status[1]}
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        _print_info(path, tensors, meta, status)
+    if plot is not None:
+        names = json.loads(meta.get("class_names", "[]"))
+        # Names make a small heat map readable; with many classes the ids alone fit.
+        labels = (
+            [f"{c} {n}" for c, n in zip(class_ids, names, strict=True)] if len(names) <= 30 else class_ids
+        )
+        _plot_similarity(tensors["global_text"].float().numpy(), labels, plot)
+        if not as_json:
+            console.print(f"[green]Wrote[/green] {plot}", highlight=False)
+
+
+def _parsed(meta: dict[str, str]) -> dict[str, object]:
+    """Metadata with its JSON-valued entries decoded (for ``--json``)."""
+    out: dict[str, object] = {}
+    for key, value in meta.items():
+        try:
+            out[key] = json.loads(value) if value[:1] in "[{" or value in ("true", "false") else value
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _print_info(path: Path, tensors: dict, meta: dict[str, str], status: tuple[str, str] | None) -> None:
+    """The human-readable table of ``pack info``."""
     class_ids = json.loads(meta["class_ids"])
     joint_names = json.loads(meta["joint_names"])
     missing = json.loads(meta.get("missing_classes", "[]"))
@@ -209,14 +255,7 @@ def pack_info(
         table.add_row("left out", ", ".join(m["class_id"] for m in missing))
     table.add_row("kb revision", meta.get("kb_revision", "?"))
     table.add_row("created", meta.get("created_at", "?"))
-    if compare_db:
-        table.add_row("knowledge base", _db_status(meta, db))
+    if status is not None:
+        colour = {"up to date": "green", "older": "yellow"}.get(status[0], "yellow")
+        table.add_row("knowledge base", f"[{colour}]{status[1]}[/{colour}]")
     console.print(table, highlight=False)
-    if plot is not None:
-        names = json.loads(meta.get("class_names", "[]"))
-        # Names make a small heat map readable; with many classes the ids alone fit.
-        labels = (
-            [f"{c} {n}" for c, n in zip(class_ids, names, strict=True)] if len(names) <= 30 else class_ids
-        )
-        _plot_similarity(tensors["global_text"].float().numpy(), labels, plot)
-        console.print(f"[green]Wrote[/green] {plot}", highlight=False)
