@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -107,4 +108,16 @@ def test_global_schema_offers_the_spec_joint_names() -> None:
     schema = global_json_schema(NWUCLA)
     allowed = schema["properties"]["key_body_parts"]["items"]["enum"]
     assert set(NWUCLA.joint_names) <= set(allowed)
-    assert schema["required"] == ["key_body_parts", "description"]
+    assert set(schema["required"]) == {"key_body_parts", "description"}
+
+
+def test_joint_sentence_pattern_ties_each_sentence_to_its_joint() -> None:
+    pattern = joint_json_schema(NWUCLA)["properties"]["left knee"]["pattern"]
+    assert re.match(pattern, "The left knee bends to lower the body.")
+    assert not re.match(pattern, "sit down")
+    assert not re.match(pattern, "The right knee bends to lower the body.")
+
+
+def test_repeated_key_body_parts_are_kept_once_in_order() -> None:
+    raw = json.dumps({"key_body_parts": ["spine", "head", "spine"], "description": "Nod."})
+    assert parse_global_answer(raw).key_body_parts == ["spine", "head"]

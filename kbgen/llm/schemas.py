@@ -1,6 +1,6 @@
 """The two answers kbgen asks for, validated with Pydantic, and the JSON schemas sent to the LLM.
 
-- Global answer: ``{"key_body_parts": [...], "description": "..."}``.
+- Global answer: ``{"description": "...", "key_body_parts": [...]}``.
 - Joint answer: one JSON object whose keys are the spec's joint names, each mapped to one sentence.
   We chose an object keyed by joint name over a list of ``{joint, description}`` items: with
   constrained decoding the schema then fixes every key in order, so even a 135M model cannot skip,
@@ -17,7 +17,15 @@ import json
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dataspec import DatasetSpec, SpecError
 
@@ -61,6 +69,12 @@ class GlobalAnswer(BaseModel):
 
     key_body_parts: list[NonEmptyText] = Field(min_length=1)
     description: NonEmptyText
+
+    @field_validator("key_body_parts")
+    @classmethod
+    def _dedupe(cls, parts: list[str]) -> list[str]:
+        # Small models repeat items ("spine", "spine", ...): keep the first of each, in order.
+        return list(dict.fromkeys(parts))
 
 
 class JointAnswer(BaseModel):
@@ -198,27 +212,39 @@ def global_json_schema(spec: DatasetSpec) -> dict[str, Any]:
     allowed = list(dict.fromkeys([*spec.joint_names, *GENERIC_BODY_PARTS]))
     return {
         "type": "object",
+        # Description first: with constrained decoding the model writes keys in schema order, and
+        # the key parts come out better when the model has just described the movement.
         "properties": {
+            "description": {"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION_CHARS},
             "key_body_parts": {
                 "type": "array",
                 "items": {"type": "string", "enum": allowed, "maxLength": MAX_KEY_PART_CHARS},
                 "minItems": 1,
                 "maxItems": MAX_KEY_PARTS,
             },
-            "description": {"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION_CHARS},
         },
-        "required": ["key_body_parts", "description"],
+        "required": ["description", "key_body_parts"],
         "additionalProperties": False,
     }
 
 
+def joint_sentence_pattern(joint_name: str) -> str:
+    """Regex each joint's sentence must match in generation: it starts with "The <joint name> ".
+
+    Without it, small models write the action's name for every joint; with it, each sentence is
+    about its joint. Validation does not require it (answers from prompted-JSON endpoints and
+    imports may be worded otherwise). Spaces stay unescaped: llguidance refuses ``\\ ``.
+    """
+    name = re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", joint_name)
+    return f'^The {name} [a-z][^"\\\\]{{10,{MAX_JOINT_TEXT_CHARS - len(joint_name) - 6}}}$'
+
+
 def joint_json_schema(spec: DatasetSpec) -> dict[str, Any]:
-    """JSON schema of the joint answer: an object with one required string property per joint."""
+    """JSON schema of the joint answer: an object with one required sentence per joint, in spec order."""
     return {
         "type": "object",
         "properties": {
-            name: {"type": "string", "minLength": 1, "maxLength": MAX_JOINT_TEXT_CHARS}
-            for name in spec.joint_names
+            name: {"type": "string", "pattern": joint_sentence_pattern(name)} for name in spec.joint_names
         },
         "required": list(spec.joint_names),
         "additionalProperties": False,
