@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from reliability_helpers import write_pack
 from typer.testing import CliRunner
 
 from dataspec import data_dir, load_spec
@@ -31,7 +32,7 @@ from trainer.data.readers import SkipSample
 from trainer.data.store import PreparedStore
 from trainer.data.synthetic import write_ntu_corpus
 from trainer.engine.checkpoint import CheckpointError, load_checkpoint
-from trainer.knowledge.pack import PACK_FORMAT, PACK_FORMAT_VERSION, PackError, load_pack
+from trainer.knowledge.pack import PackError, load_pack
 
 load_kbgen_commands()
 load_trainer_commands()
@@ -275,56 +276,30 @@ def test_nan_and_inf_skeletons_are_skipped_with_a_reason_and_never_stored(tmp_pa
 # --------------------------------------------------------------------------- knowledge packs
 
 
-def _pack(path: Path, dataset: str = "nwucla", **changes: Any) -> Path:
-    from safetensors.numpy import save_file
-
-    spec = load_spec(dataset)
-    rng = np.random.default_rng(0)
-    c, j, d = spec.num_classes, spec.num_joints, 8
-    key_joints = rng.random((c, j)).astype(np.float32)
-    key_joints /= key_joints.sum(1, keepdims=True)
-    tensors = {
-        "joint_text": rng.standard_normal((c, j, d)).astype(np.float16),
-        "global_text": rng.standard_normal((c, d)).astype(np.float16),
-        "key_joints": key_joints,
-    }
-    metadata = {
-        "format": PACK_FORMAT,
-        "format_version": str(PACK_FORMAT_VERSION),
-        "dataset": spec.name,
-        "class_ids": json.dumps(spec.class_ids),
-        "joint_names": json.dumps(spec.joint_names),
-        "encoder": "random",
-        "dim": str(d),
-        "kb_revision": "test",
-    }
-    tensors.update(changes.pop("tensors", {}))
-    metadata.update(changes)
-    save_file(tensors, str(path), metadata=metadata)
-    return path
-
-
 def _truncated(path: Path) -> Path:
-    data = _pack(path).read_bytes()
+    data = write_pack(path).read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
 
 
 def _nan(path: Path) -> Path:
     joint_text = np.full((NWUCLA.num_classes, NWUCLA.num_joints, 8), np.nan, dtype=np.float16)
-    return _pack(path, tensors={"joint_text": joint_text})
+    return write_pack(path, tensors={"joint_text": joint_text})
 
 
 PACK_FAULTS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "truncated file": (_truncated, "not a readable safetensors file"),
     "not a safetensors file": (lambda p: (p.write_bytes(b"\x00" * 64), p)[1], "not a readable safetensors"),
-    "pack of another dataset": (lambda p: _pack(p, "ntu60"), "written for dataset 'ntu60', not 'nwucla'"),
+    "pack of another dataset": (
+        lambda p: write_pack(p, "ntu60"),
+        "written for dataset 'ntu60', not 'nwucla'",
+    ),
     "other joint list": (
-        lambda p: _pack(p, joint_names=json.dumps(["pelvis", *NWUCLA.joint_names[1:]])),
+        lambda p: write_pack(p, joint_names=json.dumps(["pelvis", *NWUCLA.joint_names[1:]])),
         "joint 0 is 'pelvis' here",
     ),
-    "class missing": (lambda p: _pack(p, class_ids=json.dumps(["a01", *NWUCLA.class_ids[:-1]])), "a12"),
-    "newer format": (lambda p: _pack(p, format_version="99"), "format version 99"),
+    "class missing": (lambda p: write_pack(p, class_ids=json.dumps(["a01", *NWUCLA.class_ids[:-1]])), "a12"),
+    "newer format": (lambda p: write_pack(p, format_version="99"), "format version 99"),
     "NaN embeddings": (_nan, "NaN or infinite"),
 }
 
