@@ -131,7 +131,11 @@ def bench_prepare(args: argparse.Namespace) -> dict[str, object]:
         )
         if not args.keep:
             subprocess.run(["rm", "-rf", str(out)], check=True)
-    return {"machine": f"{os.cpu_count()} CPUs", "runs": rows}
+    note = (
+        "wall files/s count every other job on the machine (see load_avg_before_after); "
+        "cpu_bound_files_per_s = workers / CPU seconds per file is the figure for a machine of its own"
+    )
+    return {"machine": f"{os.cpu_count()} CPUs", "note": note, "runs": rows}
 
 
 def bench_feeder(args: argparse.Namespace) -> dict[str, object]:
