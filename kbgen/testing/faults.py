@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -178,7 +179,7 @@ def corrupt_answer(kind: str, answer: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve a faulty endpoint on 127.0.0.1 until Ctrl-C, then print what was injected."""
+    """Serve a faulty endpoint on 127.0.0.1 until Ctrl-C or SIGTERM, then print what was injected."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         parser.error(str(exc))
     injector = FaultInjector(plan)
+    # Stop on SIGTERM like on Ctrl-C (a server started in the background ignores SIGINT).
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with FakeOpenAIServer(responder=injector, port=args.port) as server:
         print(f"faulty OpenAI-compatible endpoint at {server.base_url} (fault rate {plan.rate})", flush=True)
         try:
