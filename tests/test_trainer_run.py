@@ -211,3 +211,23 @@ def test_missing_store_is_one_line(tmp_path: Path) -> None:
     )
     assert res.exit_code == 1
     assert "trainer prepare" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(tiny_ntu60: dict[str, Path], tmp_path: Path) -> None:
+    """`torchrun --nproc-per-node 2 -m trainer run` (gloo on the CPU): half the steps, one writer."""
+    import os
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "trainer", "run"]
+    cmd += ["--config", "ntu60_oneshot_10", "--run-dir", str(run_dir), *_sets(tiny_ntu60)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    # 38-40 training samples in batches of 8 = 4 batches per epoch, 2 per rank.
+    assert json.loads((run_dir / "train_summary.json").read_text())["steps"] == 4
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "val"] == [0, 1]  # written once, by rank 0
+    assert (run_dir / "results.json").exists()

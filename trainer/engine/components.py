@@ -108,7 +108,14 @@ def build_model(spec: Any, args: dict[str, Any]) -> nn.Module:
     """The CrossGLG model (both modules off = the plain encoder) from :func:`model_arguments`."""
     from trainer.models.crossglg import CrossGLG
 
-    return CrossGLG(spec=spec, **args)
+    try:
+        return CrossGLG(spec=spec, **args)
+    except (TypeError, ValueError) as exc:
+        # model.options goes straight to the constructors: a wrong name or value ends up here.
+        raise RunSetupError(
+            f"cannot build the model from model.* / model.options ({exc}): fix the option "
+            f"(e.g. --set 'model.options={{base_channels: 32}}', a space after each colon)"
+        ) from None
 
 
 def make_feeder(config: Config, data: RunData, indices: Any, device: torch.device, train: bool) -> Any:

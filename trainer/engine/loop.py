@@ -38,6 +38,7 @@ from trainer.engine.components import (
 from trainer.engine.distributed import DistContext, barrier
 from trainer.engine.metrics import MetricsLogger
 from trainer.engine.schedule import warmup_step_factor
+from trainer.engine.step import autocast_for, make_forward_loss, make_sgd, train_step
 
 # Test hook: raise after this optimizer step (simulates a crash for the resume-exactness test).
 FAIL_AT_STEP_ENV = "CROSSGLG_FAIL_AT_STEP"
@@ -124,14 +125,13 @@ def train(config: Config, run_dir: Path, ctx: DistContext, show_progress: bool =
         knowledge = load_knowledge(config, spec, data.train_class_ids, device)
     margs = model_arguments(config, spec, len(data.train_class_ids), knowledge.dim if knowledge else None)
     model = build_model(spec, margs).to(device)
-    from trainer.models.losses import crossglg_loss
-
-    optimizer = torch.optim.SGD(
+    optimizer = make_sgd(
         model.parameters(),
         lr=config.optim.lr,
         momentum=config.optim.momentum,
         nesterov=config.optim.nesterov,
         weight_decay=config.optim.weight_decay,
+        device=device,
     )
     train_feeder = make_feeder(config, data, data.split.train, device, train=True)
     val_feeder = (
@@ -167,6 +167,17 @@ def train(config: Config, run_dir: Path, ctx: DistContext, show_progress: bool =
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    # Compiled forward + loss on CUDA (run.compile); eager on the CPU.
+    forward_loss = make_forward_loss(
+        model,
+        device,
+        config.run.compile,
+        label_smoothing=config.loss.label_smoothing,
+        w_calibrate=config.loss.w_calibrate,
+        w_c=config.loss.w_c,
+        **config.loss.options,
+    )
+    autocast = autocast_for(device, precision)
     logger = MetricsLogger(run_dir, enabled=ctx.is_main)
     logger.truncate_after(step)
     fail_at = _fail_at_step()
@@ -206,9 +217,17 @@ def train(config: Config, run_dir: Path, ctx: DistContext, show_progress: bool =
         nonlocal sums, correct, seen, count
         if count == 0:
             return
-        values = torch.cat(
-            [sums / count, (correct / seen.clamp_min(1))[None], bad_step[None].float()]
-        ).tolist()
+        stats = torch.cat([sums / count, correct[None], seen[None], bad_step[None].float()])
+        if ctx.distributed:
+            # Every rank flushes at the same steps: average the losses, add the counts, keep the
+            # largest bad step (-1 = none) so all ranks stop together.
+            worst = stats[-1:].clone()
+            torch.distributed.all_reduce(stats)
+            torch.distributed.all_reduce(worst, op=torch.distributed.ReduceOp.MAX)
+            stats[: len(names)] /= ctx.world_size
+            stats[-1:] = worst
+        stats[len(names)] = stats[len(names)] / stats[len(names) + 1].clamp_min(1)
+        values = torch.cat([stats[: len(names) + 1], stats[-1:]]).tolist()
         if values[-1] >= 0:
             raise TrainingStopped(
                 f"the loss became NaN or infinite at step {int(values[-1])} (epoch {epoch + 1}): "
@@ -235,28 +254,12 @@ def train(config: Config, run_dir: Path, ctx: DistContext, show_progress: bool =
                 if i < skip * ctx.world_size or i % ctx.world_size != ctx.rank:
                     continue
                 labels = train_label_of[y]
+                text = knowledge.joint_text[labels] if knowledge and config.model.crossglg.l2g else None
+                k_gt = knowledge.key_joints[labels] if knowledge and config.model.crossglg.g2l else None
                 try:
-                    with _autocast(device, precision):
-                        text = (
-                            knowledge.joint_text[labels] if knowledge and config.model.crossglg.l2g else None
-                        )
-                        out = model(x, text_joint=text)
-                        k_gt = (
-                            knowledge.key_joints[labels] if knowledge and config.model.crossglg.g2l else None
-                        )
-                        loss, parts = crossglg_loss(
-                            out,
-                            labels,
-                            k_gt,
-                            label_smoothing=config.loss.label_smoothing,
-                            w_calibrate=config.loss.w_calibrate,
-                            w_c=config.loss.w_c,
-                            **config.loss.options,
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
+                    loss, parts, logits = train_step(
+                        forward_loss, optimizer, scaler, autocast, x, text, labels, k_gt
+                    )
                     scheduler.step()
                 except torch.OutOfMemoryError:
                     raise TrainingStopped(
@@ -275,7 +278,7 @@ def train(config: Config, run_dir: Path, ctx: DistContext, show_progress: bool =
                     sums += torch.stack([detached[k] for k in names])
                 count += 1
                 bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), step, bad_step)
-                correct += (out["logits"].detach().argmax(1) == labels).sum()
+                correct += (logits.detach().argmax(1) == labels).sum()
                 seen += len(labels)
                 progress.advance(task)
                 at_checkpoint = step % config.run.checkpoint_interval == 0
