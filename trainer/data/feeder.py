@@ -170,17 +170,34 @@ class GPUFeeder:
             min_crop=self.min_crop,
             rotation=self.rotation,
         )
+        # The whole epoch's order and augmentation go to the device in one copy each: a copy from
+        # pageable host memory waits for the GPU, so per-batch copies would stall every step.
+        dev = self.device
+        order_t = torch.as_tensor(order, device=dev)
+        begin_t = torch.as_tensor(self._starts[order] + aug.begin, device=dev)
+        length_t = torch.as_tensor(aug.length, device=dev, dtype=torch.float32)
+        rot_t = None
+        if aug.angles is not None:
+            rot_t = rotation_matrices(torch.as_tensor(aug.angles, device=dev, dtype=torch.float32))
         for b in range(self.num_batches(batch_size)):
             sl = slice(b * batch_size, min((b + 1) * batch_size, n))
-            rows = order[sl]
-            part = Augmentation(aug.begin[sl], aug.length[sl], None if aug.angles is None else aug.angles[sl])
-            yield self.transform(rows, part), self.labels[rows], self.sample_ids[rows]
+            rows = order_t[sl]
+            x = self._transform(begin_t[sl], length_t[sl], None if rot_t is None else rot_t[sl])
+            yield x, self.labels[rows], self.sample_ids[rows]
 
     def transform(self, rows: np.ndarray, aug: Augmentation) -> torch.Tensor:
         """Crop, resample, rotate and derive modalities for feeder rows ``rows``: ``[B, C, T, V, M]``."""
         dev = self.device
         begin = torch.as_tensor(self._starts[rows] + aug.begin, device=dev)
         length = torch.as_tensor(aug.length, device=dev, dtype=torch.float32)
+        rot = None
+        if aug.angles is not None:
+            rot = rotation_matrices(torch.as_tensor(aug.angles, device=dev, dtype=torch.float32))
+        return self._transform(begin, length, rot)
+
+    def _transform(self, begin: torch.Tensor, length: torch.Tensor, rot: torch.Tensor | None) -> torch.Tensor:
+        """Device part of :meth:`transform`: ``begin`` absolute first frames, ``length`` crop lengths."""
+        dev = self.device
         # Source position of each output frame, F.interpolate(align_corners=False) convention.
         pos = (torch.arange(self.window, device=dev, dtype=torch.float32) + 0.5) * (
             length[:, None] / self.window
@@ -193,8 +210,7 @@ class GPUFeeder:
         f0 = self._frames[begin[:, None] + i0].float()
         f1 = self._frames[begin[:, None] + i1].float()
         x = f0 + (f1 - f0) * w  # [B, T, M, V, 3]
-        if aug.angles is not None:
-            rot = rotation_matrices(torch.as_tensor(aug.angles, device=dev, dtype=torch.float32))
+        if rot is not None:
             x = torch.einsum("bij,btmvj->btmvi", rot, x)
         parts = []
         bone = None
