@@ -88,6 +88,12 @@ def test_interrupted_run_resumes_to_the_same_store(tmp_path: Path) -> None:
     assert (tmp_path / "store" / STATE_FILE).exists()
     with pytest.raises(StoreError, match="unfinished"):
         PreparedStore.open(tmp_path / "store")
+    frames = tmp_path / "store" / "frames.f16"
+    saved = frames.read_bytes()
+    frames.write_bytes(saved[:100])  # a damaged unfinished store is refused, not padded
+    with pytest.raises(PrepareError, match="damaged"):
+        prepare_dataset(NTU120, tmp_path / "raw", tmp_path / "store", checkpoint_every=5)
+    frames.write_bytes(saved)
     summary = prepare_dataset(NTU120, tmp_path / "raw", tmp_path / "store", checkpoint_every=5)
     assert summary.resumed_from == 10 and summary.prepared == 20
     fresh, resumed = PreparedStore.open(tmp_path / "fresh"), PreparedStore.open(tmp_path / "store")

@@ -182,7 +182,8 @@ def prepare_dataset(
         "dtype": "float16",
     }
     fingerprint = _fingerprint(spec, raw, files, preprocessing, missing)
-    state = _claim_output(out, fingerprint, overwrite)
+    frame_bytes = spec.persons * spec.num_joints * 3 * 2  # float16
+    state = _claim_output(out, fingerprint, overwrite, frame_bytes)
     writer = _StoreWriter(out, spec, reader, state, fingerprint, checkpoint_every)
     job = _Job(spec, reader, params, missing)
     start = time.perf_counter()
@@ -238,7 +239,7 @@ def _fingerprint(
     return h.hexdigest()
 
 
-def _claim_output(out: Path, fingerprint: str, overwrite: bool) -> dict[str, Any] | None:
+def _claim_output(out: Path, fingerprint: str, overwrite: bool, frame_bytes: int) -> dict[str, Any] | None:
     """Make ``out`` ready; return the checkpoint state of a run to resume, or None for a fresh start."""
     if out.exists() and not out.is_dir():
         raise PrepareError(f"{out} is a file: choose a folder for the store")
@@ -256,6 +257,12 @@ def _claim_output(out: Path, fingerprint: str, overwrite: bool) -> dict[str, Any
             raise PrepareError(
                 f"{out} holds an unfinished store of other inputs or parameters: "
                 "pass --overwrite to start over"
+            )
+        frames = out / FRAMES_FILE
+        needed = sum(state.get("lengths", [])) * frame_bytes
+        if not frames.is_file() or frames.stat().st_size < needed:
+            raise PrepareError(
+                f"{out} holds an unfinished store whose {FRAMES_FILE} is damaged: pass --overwrite"
             )
         return state
     if out.is_dir() and any(out.iterdir()):
