@@ -186,3 +186,12 @@ def test_auth_failure_is_fatal_and_the_key_is_scrubbed(server: FakeOpenAIServer)
         h.ask_global()
     assert err.value.fatal
     assert KEY not in str(err.value) and KEY not in (h.attempts[0].error or "")
+
+
+def test_optional_sampling_parameters_are_sent_only_when_set(server: FakeOpenAIServer) -> None:
+    Harness(server, seed=None).ask_global()
+    assert "frequency_penalty" not in server.requests[0] and "seed" not in server.requests[0]
+    h = Harness(server, frequency_penalty=0.4)
+    h.ask_global()
+    assert server.requests[1]["frequency_penalty"] == 0.4 and server.requests[1]["seed"] == 0
+    assert h.attempts[0].params["frequency_penalty"] == 0.4

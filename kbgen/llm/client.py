@@ -57,6 +57,7 @@ class ClientSettings:
     backoff_max_s: float = 60.0
     temperature: float = 0.2
     seed: int | None = 0
+    frequency_penalty: float | None = None
 
     @property
     def endpoint_host(self) -> str:
@@ -234,7 +235,7 @@ class LlmClient:
                     messages=sent,  # type: ignore[arg-type]
                     max_tokens=max_tokens,
                     temperature=self.settings.temperature,
-                    **({"seed": self.settings.seed} if self.settings.seed is not None else {}),
+                    **self._optional_params(),
                     **_response_format(mode, schema_name, schema),
                 )
             except openai.APIError as exc:
@@ -285,9 +286,12 @@ class LlmClient:
             "max_tokens": max_tokens,
             "response_format": mode,
         }
-        if self.settings.seed is not None:
-            params["seed"] = self.settings.seed
-        return params
+        return {**params, **self._optional_params()}
+
+    def _optional_params(self) -> dict[str, Any]:
+        """Sampling parameters sent only when set, so endpoints keep their own defaults."""
+        optional = {"seed": self.settings.seed, "frequency_penalty": self.settings.frequency_penalty}
+        return {k: v for k, v in optional.items() if v is not None}
 
     def _fall_back(self, mode: str) -> bool:
         """Move to the next weaker response mode; False when there is none left."""
