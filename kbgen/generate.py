@@ -191,20 +191,19 @@ def generate(
 
     job = _Job(spec, client, templates, template_ids, run_id, db, listener)
     status = "ok"
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="kbgen")
     try:
-        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="kbgen") as pool:
-            futures = [pool.submit(job.run_task, task) for task in tasks]
-            try:
-                for future in as_completed(futures):
-                    result = future.result()
-                    outcomes[result.class_id].tasks.append(result)
-            except BaseException:
-                job.stop.set()
-                for future in futures:
-                    future.cancel()
-                raise
-    except KeyboardInterrupt:
-        status = "interrupted"
+        futures = [pool.submit(job.run_task, task) for task in tasks]
+        for future in as_completed(futures):
+            result = future.result()
+            outcomes[result.class_id].tasks.append(result)
+        pool.shutdown()
+    except BaseException as exc:
+        # Ctrl-C: drop the queued tasks and return at once; answers in flight are still saved
+        # when they arrive (or fail when the caller stops the embedded server).
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        job.stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
         raise
     finally:
         for outcome in outcomes.values():

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +166,27 @@ def test_cli_exits_nonzero_when_classes_fail(server: FakeOpenAIServer) -> None:
     result = runner.invoke(app, [*args, "--max-retries", "0"])
     assert result.exit_code == 1
     assert "1 class(es) failed" in result.output
+
+
+def test_killed_run_continues_on_rerun_without_duplicates(_isolated_home: Path) -> None:
+    with FakeOpenAIServer(delay_s=0.3) as server:
+        args = [str(Path(sys.executable).parent / "kbgen"), "generate", "-d", "nwucla", "-j", "2"]
+        args += ["--base-url", server.base_url, "--model", "fake"]
+        env = {**os.environ, "KBGEN_HOME": str(_isolated_home)}
+        child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while len(server.requests) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        killed_after = len(server.requests)
+        assert 6 <= killed_after < 2 * SPEC.num_classes
+        summary = generate(SPEC, make_client(server), concurrency=4)
+        assert summary.count("skipped") >= 1  # classes finished before the kill are not asked again
+        assert len(server.requests) - killed_after < 2 * SPEC.num_classes
+    with db.session_scope() as s:
+        rows = s.execute(select(Description.class_pk, Description.kind, Description.joint_position)).all()
+        assert len(rows) == len(set(rows)) == SPEC.num_classes * (1 + SPEC.num_joints)
+        assert all(
+            repo.current_kb(s, c).complete for c in repo.list_classes(s, repo.get_dataset(s, "nwucla"))
+        )
