@@ -166,7 +166,8 @@ def generate_command(
         settings = ClientSettings(
             base_url=endpoint,
             model=model_name,
-            api_key=api_key or "",
+            # The key is for the remote endpoint only; the embedded server needs none.
+            api_key=(api_key or "") if base_url else "",
             timeout_s=timeout,
             max_retries=max_retries,
             max_invalid=max_invalid,
