@@ -15,6 +15,7 @@ from kbgen.keyjoints.distribution import KeyJoints, compute_keyjoints, method_st
 from kbgen.keyjoints.lexicon import Lexicon
 from kbgen.keyjoints.phrases import PhraseExtractor
 from kbgen.store import repo
+from kbgen.store.db import lock_for_write
 from kbgen.store.models import ClassRow, Description, KeyjointDistribution
 
 
@@ -58,6 +59,8 @@ def save_distribution(
     session: Session, class_row: ClassRow, result: KeyJoints, source: Description
 ) -> KeyjointDistribution:
     """Store ``result`` as the class's current distribution; the previous one stays, not current."""
+    # Another process must not make a distribution current between this read and the insert.
+    lock_for_write(session)
     previous = repo.current_keyjoints(session, class_row)
     if previous is not None:
         previous.is_current = False
