@@ -33,6 +33,8 @@ def test_overrides_are_coerced_to_field_types(tmp_path: Path) -> None:
     assert c.model.crossglg.l2g is True
     assert c.optim.milestones == [10, 20]
     assert c.name == "7"
+    # YAML 1.1 would read off/on/yes/no as booleans; config strings keep them.
+    assert load_config(cfg, ["run.compile=off"]).run.compile == "off"
     with pytest.raises(ConfigError, match=r"'optim\.epochs' must be an integer"):
         load_config(cfg, ["optim.epochs=ten"])
     with pytest.raises(ConfigError, match="true or false"):
