@@ -18,16 +18,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from dataspec import DatasetSpec
 from kbgen.llm.client import CallAttempt, LlmClient, LlmError
 from kbgen.llm.schemas import global_json_schema, joint_json_schema, parse_global_answer, parse_joint_answer
 from kbgen.llm.templates import GLOBAL_TEMPLATE, JOINTS_TEMPLATE, load_template, prompt_variables
 from kbgen.store import db as store_db
 from kbgen.store import repo
-from kbgen.store.models import ClassRow, Description, LlmCall, Run, Template
+from kbgen.store.models import ClassRow, LlmCall, Run, Template
 
 KINDS = ("global", "joints")
 GLOBAL_MAX_TOKENS = 512
@@ -358,48 +355,9 @@ class _Job:
                     key_body_parts=global_answer.key_body_parts,
                 )
             if joint_texts:
-                texts = {self.spec.joint_index(name): text for name, text in joint_texts.items()}
-                save_joint_texts(session, class_row, texts, call)
-
-
-def save_joint_texts(session: Session, class_row: ClassRow, texts: dict[int, str], call: LlmCall) -> int:
-    """Store the joint texts of one answer as new current versions; returns how many were new.
-
-    The same rules as :func:`kbgen.store.repo.save_description` (strip, skip a text equal to
-    the current one, version = latest + 1, retire the previous current row first), but in a
-    handful of statements for all joints instead of several per joint: with 25 joints per
-    answer the per-joint path was most of the CPU time of a run (bench/kbgen_throughput.py).
-    """
-    rows = session.scalars(
-        select(Description).where(Description.class_pk == class_row.id, Description.kind == "joint")
-    ).all()
-    current = {r.joint_position: r for r in rows if r.is_current}
-    latest: dict[int, int] = {}
-    for r in rows:
-        if r.joint_position is not None:
-            latest[r.joint_position] = max(latest.get(r.joint_position, 0), r.version)
-    new_rows = []
-    for position, raw in sorted(texts.items()):
-        text = raw.strip()
-        previous = current.get(position)
-        if not text or (previous is not None and previous.text == text):
-            continue
-        if previous is not None:
-            previous.is_current = False
-        new_rows.append(
-            Description(
-                class_pk=class_row.id,
-                kind="joint",
-                joint_position=position,
-                text=text,
-                version=latest.get(position, 0) + 1,
-                source="llm",
-                call_id=call.id,
-                is_current=True,
-            )
-        )
-    # The partial unique index allows one current row per joint: retire before inserting.
-    session.flush()
-    session.add_all(new_rows)
-    session.flush()
-    return len(new_rows)
+                # One batch for the whole answer: per-joint saves were most of a run's CPU time.
+                items = [
+                    repo.NewText("joint", self.spec.joint_index(name), text)
+                    for name, text in joint_texts.items()
+                ]
+                repo.save_descriptions(session, class_row, items, "llm", call=call)
