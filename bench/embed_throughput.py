@@ -153,13 +153,14 @@ def build_encoder(kind: str, args: argparse.Namespace, texts: list[str]) -> tupl
 def time_encoder(encoder: TextEncoder, texts: list[str], repeats: int) -> dict:
     """Median wall time of embedding all texts (after a warm-up batch)."""
     encoder.encode(texts[: encoder.config.batch_size])  # warm-up: kernels, allocator, lazy init
-    seconds = []
+    seconds, cpu_seconds = [], []
     for _ in range(repeats):
         if encoder.config.device.startswith("cuda"):
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         vectors = encoder.encode(texts)  # ends with a copy to host memory, so the GPU has finished
         seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
     tokens = sum(len(ids) for ids in encoder.tokenizer(texts, truncation=True, max_length=256)["input_ids"])
     median = statistics.median(seconds)
     return {
@@ -170,6 +171,10 @@ def time_encoder(encoder: TextEncoder, texts: list[str], repeats: int) -> dict:
         "seconds_median": round(median, 3),
         "seconds_all": [round(s, 3) for s in seconds],
         "sentences_per_s": round(len(texts) / median, 1),
+        # CPU time of this process: on a shared, busy CPU, texts per CPU-second × threads estimates
+        # the throughput of an idle machine better than wall time does.
+        "cpu_seconds_median": round(statistics.median(cpu_seconds), 3),
+        "sentences_per_cpu_s": round(len(texts) / statistics.median(cpu_seconds), 1),
         "tokens_per_s": round(tokens / median, 1),
         "mean_tokens": round(tokens / len(texts), 1),
         "parameters_m": round(sum(p.numel() for p in encoder.model.parameters()) / 1e6, 1),
