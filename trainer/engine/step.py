@@ -1,0 +1,110 @@
+"""The training step's fast path, shared by the train loop and ``bench/train_throughput.py``.
+
+What makes it fast on a GPU (see ``docs/performance.md`` for the measurements):
+- forward + loss go through ``torch.compile`` (Inductor fuses the BatchNorm/ReLU/add/softmax chains
+  that dominate the memory traffic of these small-channel GCNs and picks conv layouts), under bf16
+  autocast;
+- the optimizer is ``SGD(fused=True)``: one kernel family for all parameters;
+- nothing in the step reads a value back to the host (losses stay tensors).
+
+On the CPU everything runs eagerly (tests, smoke runs); the numerics are the same function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from trainer.models.losses import crossglg_loss
+
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+
+ForwardLoss = Callable[
+    [Tensor, Tensor | None, Tensor, Tensor | None], tuple[Tensor, dict[str, Tensor], Tensor]
+]
+
+
+def autocast_for(device: torch.device, precision: str) -> Any:
+    """bf16/fp16 autocast context on CUDA; a no-op on the CPU or for ``fp32``."""
+    if device.type != "cuda" or precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def uses_compile(compile_mode: str, device: torch.device) -> bool:
+    """Whether the step is compiled: on CUDA unless the mode is ``off`` (CPU runs stay eager)."""
+    return device.type == "cuda" and compile_mode != "off"
+
+
+def make_sgd(
+    params: Any, lr: float, momentum: float, nesterov: bool, weight_decay: float, device: torch.device
+) -> torch.optim.SGD:
+    """SGD with the fused CUDA implementation on GPUs (same update rule, one launch per dtype group)."""
+    return torch.optim.SGD(
+        params,
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        fused=True if device.type == "cuda" else None,
+    )
+
+
+def make_forward_loss(
+    model: nn.Module, device: torch.device, compile_mode: str = "default", **loss_options: Any
+) -> ForwardLoss:
+    """``f(x, text, labels, k_gt) -> (loss, parts, logits)``: the model's forward and ``crossglg_loss``.
+
+    Compiled with ``torch.compile(mode=compile_mode)`` on CUDA (see :func:`uses_compile`), eager
+    otherwise. ``loss_options`` go to :func:`crossglg_loss` (label smoothing and weights).
+    """
+
+    def forward_loss(
+        x: Tensor, text: Tensor | None, labels: Tensor, k_gt: Tensor | None
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        out = model(x, text_joint=text)
+        loss, parts = crossglg_loss(out, labels, k_gt, **loss_options)
+        logits = out["logits"]
+        assert logits is not None
+        return loss, parts, logits
+
+    if not uses_compile(compile_mode, device):
+        return forward_loss
+    mode = None if compile_mode == "default" else compile_mode
+    return torch.compile(forward_loss, mode=mode)
+
+
+def make_feature_extractor(
+    model: nn.Module, device: torch.device, compile_mode: str = "default"
+) -> Callable[[Tensor], Tensor]:
+    """Inference features ``[N, F]`` (``model.extract_features``), compiled like the training step."""
+    extract = model.extract_features  # type: ignore[operator]
+    if not uses_compile(compile_mode, device):
+        return extract
+    mode = None if compile_mode == "default" else compile_mode
+    return torch.compile(extract, mode=mode)
+
+
+def train_step(
+    forward_loss: ForwardLoss,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    autocast: Any,
+    x: Tensor,
+    text: Tensor | None,
+    labels: Tensor,
+    k_gt: Tensor | None,
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """One optimizer step (forward, loss, backward, update); returns the loss, its parts and the logits."""
+    with autocast:
+        loss, parts, logits = forward_loss(x, text, labels, k_gt)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, parts, logits
