@@ -1,0 +1,492 @@
+"""End-to-end training and evaluation throughput of InfoGCN (+ CrossGLG), with a numerics check.
+
+Measures the trainer's own path (:mod:`trainer.engine.step`): on-GPU feeder (crop, resample,
+rotation) → forward + ``crossglg_loss`` (bf16 autocast, ``torch.compile``) → backward → fused SGD,
+on a synthetic store with NTU-120's shapes (25 joints, 2 persons, 40–300 frames, 100 classes).
+Also: the hardware ceilings (bf16 matmul, device copy), the FLOPs per sample, the numerics check
+(fast path vs fp32 eager: losses and gradients, and a short training run's accuracy), the eval
+(feature extraction) rate, the NTU-120 epoch and 110-epoch times, and MFU. Needs torch, numpy and
+PyYAML only (runs on the GPU machines from the checkout)::
+
+    python bench/train_throughput.py --device cuda                 # the full run (~8 min on an H200)
+    python bench/train_throughput.py --device cpu --quick          # tiny sizes, checks the script
+
+Prints a table last; writes ``bench/results/train_throughput.json`` and ``.md`` (``--out`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dataspec import load_spec  # noqa: E402
+from trainer.data.feeder import GPUFeeder  # noqa: E402
+from trainer.data.store import PreparedStore  # noqa: E402
+from trainer.engine.step import (  # noqa: E402
+    autocast_for,
+    make_feature_extractor,
+    make_forward_loss,
+    make_sgd,
+    train_step,
+)
+from trainer.models.crossglg import CrossGLG  # noqa: E402
+
+NTU120_TRAIN_SAMPLES = 95_001  # one-shot NTU-120 training split (issue 8)
+EPOCHS = 110
+VARIANTS = {"baseline": (False, False), "crossglg": (True, True)}
+TEXT_DIM = 384
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def ceilings(device: torch.device) -> dict[str, float]:
+    """Measured bf16 matmul TFLOP/s (8192³, random data) and device copy TB/s (read + write)."""
+    if device.type != "cuda":
+        return {}
+    n = 8192
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    src = torch.randn(2**30 // 2, device=device, dtype=torch.bfloat16)  # 1 GiB
+    dst = torch.empty_like(src)
+
+    def timed(fn: Callable[[], object], reps: int) -> float:
+        for _ in range(3):
+            fn()
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        sync(device)
+        return (time.perf_counter() - t) / reps
+
+    mm = timed(lambda: a @ b, 20)
+    cp = timed(lambda: dst.copy_(src), 20)
+    return {
+        "matmul_bf16_tflops": round(2 * n**3 / mm / 1e12, 1),
+        "copy_tb_s": round(2 * src.nbytes / cp / 1e12, 2),
+    }
+
+
+def synthetic_store(num_samples: int, num_classes: int, seed: int = 0) -> PreparedStore:
+    """Learnable NTU-shaped samples: each class a smooth random trajectory, plus noise and a random length."""
+    spec = load_spec("ntu120")
+    rng = np.random.default_rng(seed)
+    v = spec.num_joints
+    base_t = np.linspace(0, 1, 300)[:, None, None, None]
+    # Class templates: per joint/coordinate a low-frequency sinusoid with a class-specific frequency/phase.
+    freq = rng.uniform(0.5, 3.0, (num_classes, 1, 2, v, 3))
+    phase = rng.uniform(0, 2 * np.pi, (num_classes, 1, 2, v, 3))
+    amp = rng.uniform(0.05, 0.3, (num_classes, 1, 2, v, 3))
+    labels = rng.integers(0, num_classes, num_samples)
+    lengths = rng.integers(40, 301, num_samples)
+    samples = []
+    for y, n in zip(labels, lengths, strict=True):
+        clip = amp[y] * np.sin(2 * np.pi * freq[y] * base_t[:n] + phase[y])
+        samples.append((clip + rng.normal(0, 0.02, clip.shape)).astype(np.float32))
+    return PreparedStore.from_arrays(spec, samples, labels)
+
+
+def build(variant: str, num_classes: int, device: torch.device, seed: int = 0) -> CrossGLG:
+    g2l, l2g = VARIANTS[variant]
+    torch.manual_seed(seed)
+    return CrossGLG("infogcn", num_classes, load_spec("ntu120"), g2l=g2l, l2g=l2g).to(device)
+
+
+class Knowledge:
+    """Random per-class joint-text embeddings (fp16) and key-joint distributions, on the device."""
+
+    def __init__(self, num_classes: int, device: torch.device, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.text = torch.randn(num_classes, 25, TEXT_DIM, generator=g).half().to(device)
+        self.k_gt = torch.softmax(torch.randn(num_classes, 25, generator=g), -1).to(device)
+
+
+def flops_per_sample(variant: str, num_classes: int, device: torch.device) -> float:
+    """Forward + backward FLOPs per training sample (``torch.utils.flop_counter``, batch 4)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from trainer.models.losses import crossglg_loss
+
+    model, kb = build(variant, num_classes, device), Knowledge(num_classes, device)
+    y = torch.arange(4, device=device)
+    x = torch.randn(4, 3, 64, 25, 2, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = model(x, kb.text[y] if variant == "crossglg" else None)
+        loss, _ = crossglg_loss(out, y, kb.k_gt[y] if variant == "crossglg" else None)
+        loss.backward()
+    return counter.get_total_flops() / 4
+
+
+def make_step(
+    model: CrossGLG, variant: str, device: torch.device, compile_mode: str, precision: str
+) -> Callable[[torch.Tensor, torch.Tensor, Knowledge], tuple[torch.Tensor, dict, torch.Tensor]]:
+    """The trainer's step (forward, loss, backward, fused SGD) for this model and path."""
+    # lr 0.01: this model diverges at its full lr 0.1 without the trainer's 5-epoch warm-up.
+    opt = make_sgd(model.parameters(), 0.01, 0.9, True, 5e-4, device)
+    forward_loss = make_forward_loss(model, device, compile_mode)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    autocast = autocast_for(device, precision)
+    use_text = variant == "crossglg"
+
+    def step(x: torch.Tensor, y: torch.Tensor, kb: Knowledge) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        text = kb.text[y] if use_text else None
+        k_gt = kb.k_gt[y] if use_text else None
+        return train_step(forward_loss, opt, scaler, autocast, x, text, y, k_gt)
+
+    return step
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """‖a − b‖ / ‖b‖ in float64."""
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def gradient_check(args: argparse.Namespace, device: torch.device, store: PreparedStore) -> dict[str, Any]:
+    """One batch: loss and gradients of bf16 eager and of the fast path, each against fp32 eager."""
+    kb = Knowledge(args.classes, device)
+    feeder = GPUFeeder(store, np.arange(len(store)), device=device, train=True)
+    x, y, _ = next(feeder.epoch_batches(args.check_batch, 0))
+    ref = build("crossglg", args.classes, device)
+    results: dict[str, Any] = {}
+    # Inductor's own RNG would draw different z-noise than eager: use the eager RNG for this check.
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fallback_random = True
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    paths = {"fp32_eager": ("fp32", "off"), "bf16_eager": ("bf16", "off"), "fast": ("bf16", args.compile)}
+    grads: dict[str, dict[str, torch.Tensor]] = {}
+    losses: dict[str, torch.Tensor] = {}
+    for name, (precision, mode) in paths.items():
+        model = copy.deepcopy(ref)
+        fl = make_forward_loss(model, device, mode)
+        torch.manual_seed(123)  # same z-noise draw in every path
+        with autocast_for(device, precision):
+            loss, _, _ = fl(x, kb.text[y], y, kb.k_gt[y])
+        loss.backward()
+        losses[name] = loss.detach().float()
+        grads[name] = {
+            n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None
+        }
+        del model
+    inductor_config.fallback_random = False
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    flat = {k: torch.cat([g.flatten() for g in v.values()]) for k, v in grads.items()}
+    for name in ("bf16_eager", "fast"):
+        per_param = [rel(grads[name][n], g) for n, g in grads["fp32_eager"].items() if g.norm() > 0]
+        results[name] = {
+            "loss_rel_err": rel(losses[name], losses["fp32_eager"]),
+            "grad_rel_err": rel(flat[name], flat["fp32_eager"]),
+            "grad_rel_err_param_median": float(np.median(per_param)),
+            "finite": bool(torch.isfinite(flat[name]).all()),
+        }
+    fast, eager = results["fast"], results["bf16_eager"]
+    # "Within bf16 tolerance": no worse than eager bf16 autocast is against fp32 (with slack for
+    # rounding noise), and small in absolute terms.
+    results["passed"] = bool(
+        fast["finite"]
+        and fast["loss_rel_err"] < max(3 * eager["loss_rel_err"], 1e-2)
+        and fast["grad_rel_err"] < max(3 * eager["grad_rel_err"], 5e-2)
+    )
+    return results
+
+
+def short_training(
+    args: argparse.Namespace, device: torch.device, store: PreparedStore, precision: str, mode: str
+) -> float:
+    """Accuracy on held-out synthetic samples after ``args.train_steps`` CrossGLG steps from one seed."""
+    n = len(store)
+    train_idx, test_idx = np.arange(n // 5, n), np.arange(n // 5)
+    kb = Knowledge(args.classes, device)
+    model = build("crossglg", args.classes, device, seed=1)
+    step = make_step(model, "crossglg", device, mode, precision)
+    feeder = GPUFeeder(store, train_idx, device=device, train=True, seed=1)
+    done, epoch = 0, 0
+    model.train()
+    while done < args.train_steps:
+        for x, y, _ in feeder.epoch_batches(args.check_batch, epoch):
+            step(x, y, kb)
+            done += 1
+            if done >= args.train_steps:
+                break
+        epoch += 1
+    model.eval()
+    test = GPUFeeder(store, test_idx, device=device, train=False)
+    correct = 0
+    with torch.no_grad(), autocast_for(device, precision):
+        for x, y, _ in test.epoch_batches(256, 0):
+            correct += int((model(x)["logits"].argmax(1) == y).sum())
+    return correct / len(test_idx)
+
+
+def time_train(
+    args: argparse.Namespace, device: torch.device, store: PreparedStore, variant: str, batch: int, mode: str
+) -> dict[str, float]:
+    """Samples/s of the whole step (feeder included) after warm-up (which includes compilation)."""
+    torch._dynamo.reset()
+    kb = Knowledge(args.classes, device)
+    model = build(variant, args.classes, device)
+    step = make_step(model, variant, device, mode, "bf16")
+    feeder = GPUFeeder(store, np.arange(len(store)), device=device, train=True)
+    model.train()
+
+    def batches():  # noqa: ANN202
+        epoch = 0
+        while True:
+            yield from feeder.epoch_batches(batch, epoch)
+            epoch += 1
+
+    stream = batches()
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        x, y, _ = next(stream)
+        step(x, y, kb)
+    sync(device)
+    warm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        x, y, _ = next(stream)
+        loss, _, _ = step(x, y, kb)
+    sync(device)
+    dt = time.perf_counter() - t0
+    return {
+        "samples_per_s": round(batch * args.steps / dt, 1),
+        "warmup_s": round(warm_s, 1),
+        "final_loss": round(float(loss.detach()), 4),
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else 0.0,
+    }
+
+
+def time_eval(
+    args: argparse.Namespace, device: torch.device, store: PreparedStore, batch: int, mode: str
+) -> float:
+    """Samples/s of feature extraction (eval feeder + skeleton branch), bf16, after warm-up."""
+    torch._dynamo.reset()
+    model = build("crossglg", args.classes, device).eval()
+    extract = make_feature_extractor(model, device, mode)
+    feeder = GPUFeeder(store, np.arange(len(store)), device=device, train=False)
+    n_full = len(store) // batch
+    batches = list(feeder.epoch_batches(batch, 0))[:n_full]  # full batches: one static shape
+    with autocast_for(device, "bf16"):
+        for x, _, _ in batches[: max(2, args.warmup // 4)]:
+            extract(x)
+        sync(device)
+        t0 = time.perf_counter()
+        done = 0
+        while done < args.eval_batches:
+            for x, _, _ in batches:
+                extract(x)
+                done += 1
+                if done >= args.eval_batches:
+                    break
+        sync(device)
+    return round(batch * done / (time.perf_counter() - t0), 1)
+
+
+def profile_step(
+    args: argparse.Namespace, device: torch.device, store: PreparedStore, mode: str
+) -> list[dict]:
+    """Top GPU kernels of the crossglg step at batch 128 (``torch.profiler``), share of kernel time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch._dynamo.reset()
+    kb = Knowledge(args.classes, device)
+    model = build("crossglg", args.classes, device)
+    step = make_step(model, "crossglg", device, mode, "bf16")
+    feeder = GPUFeeder(store, np.arange(len(store)), device=device, train=True)
+    batches = feeder.epoch_batches(128 if device.type == "cuda" else 4, 0)
+    for _ in range(3):
+        x, y, _ = next(batches)
+        step(x, y, kb)
+    sync(device)
+    acts = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
+    with profile(activities=acts) as prof:
+        for _ in range(5):
+            x, y, _ = next(batches)
+            step(x, y, kb)
+        sync(device)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    events.sort(key=lambda e: -getattr(e, attr))
+    return [
+        {
+            "kernel": e.key[:90],
+            "ms_per_step": round(getattr(e, attr) / 5 / 1e3, 3),
+            "share": round(getattr(e, attr) / total, 3),
+            "calls_per_step": e.count // 5,
+        }
+        for e in events[:25]
+    ] + [{"kernel": "TOTAL", "ms_per_step": round(total / 5 / 1e3, 3), "share": 1.0, "calls_per_step": 0}]
+
+
+SECTIONS = ("train", "eval", "check", "short", "compare", "profile")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (script check on the CPU)")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--merge", type=Path, help="start from this earlier result JSON (fill in sections)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--eval-sizes", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--compile", default="default", help="torch.compile mode of the fast path")
+    parser.add_argument("--compare", nargs="*", default=["off"], help="other modes, crossglg batch 128")
+    parser.add_argument("--profile-mode", default="off", help="compile mode of the profiled step")
+    parser.add_argument("--steps", type=int, default=60, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=15, help="untimed steps (compilation included)")
+    parser.add_argument("--eval-batches", type=int, default=40)
+    parser.add_argument("--samples", type=int, default=6000, help="synthetic store size")
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--check-batch", type=int, default=64)
+    parser.add_argument("--train-steps", type=int, default=150, help="steps of the short training check")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args()
+    if args.quick:
+        args.batches, args.eval_sizes = [4], [8]
+        args.steps, args.warmup, args.eval_batches, args.samples = 2, 1, 2, 64
+        args.classes, args.check_batch, args.train_steps = 5, 4, 3
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    gpu = torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()
+    print(f"device {gpu}, torch {torch.__version__}, compile mode {args.compile}", flush=True)
+    result: dict[str, Any] = json.loads(args.merge.read_text()) if args.merge else {}
+    result.update(gpu=gpu, torch=torch.__version__, compile_mode=args.compile)
+    if not result.get("ceilings"):
+        result["ceilings"] = ceilings(device)
+    print("ceilings", result["ceilings"], flush=True)
+    if "flops_per_sample" not in result:
+        result["flops_per_sample"] = {v: flops_per_sample(v, args.classes, device) for v in VARIANTS}
+    print("fwd+bwd GFLOP/sample", {k: round(v / 1e9, 2) for k, v in result["flops_per_sample"].items()})
+    store = synthetic_store(args.samples, args.classes)
+
+    def save() -> None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "train_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+
+    if "train" in args.sections:
+        for variant in args.variants:
+            for b in args.batches:
+                r = time_train(args, device, store, variant, b, args.compile)
+                print(f"train {variant} batch {b}: {r}", flush=True)
+                result.setdefault(f"{variant}_train_detail", {})[str(b)] = r
+                result.setdefault(f"{variant}_train_samples_per_s", {})[str(b)] = r["samples_per_s"]
+                save()
+    if "eval" in args.sections:
+        for b in args.eval_sizes:
+            result.setdefault("eval_samples_per_s", {})[str(b)] = time_eval(
+                args, device, store, b, args.compile
+            )
+            print("eval", result["eval_samples_per_s"], flush=True)
+            save()
+    if "check" in args.sections:
+        t = time.perf_counter()
+        result["numerics"] = gradient_check(args, device, store)
+        print(
+            f"numerics (vs fp32 eager, {time.perf_counter() - t:.0f} s)",
+            json.dumps(result["numerics"]),
+            flush=True,
+        )
+        save()
+    if "short" in args.sections:
+        t = time.perf_counter()
+        acc = {
+            "fp32_eager": short_training(args, device, store, "fp32", "off"),
+            "fast": short_training(args, device, store, "bf16", args.compile),
+        }
+        result["short_training_accuracy"] = {"steps": args.train_steps, "batch": args.check_batch, **acc}
+        print(f"short training accuracy {acc} ({time.perf_counter() - t:.0f} s)", flush=True)
+        save()
+    if "compare" in args.sections:
+        mid = 128 if not args.quick else args.batches[0]
+        for mode in args.compare:
+            r = time_train(args, device, store, "crossglg", mid, mode)
+            print(f"train crossglg batch {mid} compile={mode}: {r}", flush=True)
+            result.setdefault("compare_modes_crossglg", {"batch": mid})[mode] = r
+            save()
+    if "profile" in args.sections:
+        result["profile_top_kernels"] = {
+            "compile": args.profile_mode,
+            "rows": profile_step(args, device, store, args.profile_mode),
+        }
+        for row in result["profile_top_kernels"]["rows"]:
+            print(
+                f"  {row['ms_per_step']:8.3f} ms {100 * row['share']:5.1f}%"
+                f" x{row['calls_per_step']:<4} {row['kernel']}"
+            )
+        save()
+    table = summary_table(result, cuda)
+    result["table"] = table
+    save()
+    (args.out / "train_throughput.md").write_text(table + "\n")
+    print()
+    print(table)
+
+
+def summary_table(result: dict[str, Any], cuda: bool) -> str:
+    """The markdown table of a result dict (train, eval, numerics, ceilings)."""
+    peak = 989e12 if cuda else float("nan")  # H100/H200 dense bf16 datasheet
+    lines = [
+        f"GPU: {result['gpu']}; torch {result['torch']}; fast path = bf16 autocast + "
+        f"torch.compile({result['compile_mode']}) + fused SGD + on-GPU feeder; "
+        "synthetic NTU-120-shaped store.",
+        "",
+        "| path | batch | train samples/s | NTU-120 epoch (s) | 110 epochs (min) | MFU (989 TF) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for variant in VARIANTS:
+        for b, sps in result.get(f"{variant}_train_samples_per_s", {}).items():
+            mfu = sps * result["flops_per_sample"][variant] / peak
+            lines.append(
+                f"| {variant} | {b} | {sps:,.0f} | {NTU120_TRAIN_SAMPLES / sps:.1f} | "
+                f"{EPOCHS * NTU120_TRAIN_SAMPLES / sps / 60:.1f} | {100 * mfu:.1f}% |"
+            )
+    compare = dict(result.get("compare_modes_crossglg", {}))
+    mid = compare.pop("batch", 128)
+    for mode, r in compare.items():
+        lines.append(f"| crossglg, compile={mode} | {mid} | {r['samples_per_s']:,.0f} | | | |")
+    if result.get("eval_samples_per_s"):
+        lines += ["", "| eval batch | samples/s |", "| --- | --- |"]
+        lines += [f"| {b} | {s:,.0f} |" for b, s in result["eval_samples_per_s"].items()]
+    n = result.get("numerics")
+    if n:
+        lines.append("")
+        lines.append(
+            f"numerics vs fp32 eager: fast loss rel {n['fast']['loss_rel_err']:.1e}, grad rel "
+            f"{n['fast']['grad_rel_err']:.1e} (bf16 eager: {n['bf16_eager']['loss_rel_err']:.1e}, "
+            f"{n['bf16_eager']['grad_rel_err']:.1e}); passed={n['passed']}"
+        )
+    acc = result.get("short_training_accuracy")
+    if acc:
+        lines.append(
+            f"short training ({acc['steps']} steps): accuracy fp32 eager {acc['fp32_eager']:.3f}, "
+            f"fast {acc['fast']:.3f}"
+        )
+    if result.get("ceilings"):
+        lines.append(f"ceilings measured: {result['ceilings']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
