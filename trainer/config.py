@@ -16,6 +16,8 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from trainer.evaluation.calibration_params import CalibrationParams
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
@@ -108,25 +110,12 @@ class LossConfig:
 
 
 @dataclass
-class CalibrationConfig:
-    """Distribution calibration (Yang et al., ICLR 2021, "Free Lunch for Few-shot Learning")."""
-
-    tukey_lambda: float = 0.5
-    top_k: int = 2
-    alpha: float = 0.21
-    samples: int = 750
-    classifier_steps: int = 300
-    classifier_lr: float = 0.05
-    classifier_weight_decay: float = 1e-4
-
-
-@dataclass
 class EvalConfig:
     """One-shot evaluation on the novel classes."""
 
     methods: list[str] = field(default_factory=lambda: ["nn", "dc"])
     exemplar_draws: int = 0
-    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    calibration: CalibrationParams = field(default_factory=CalibrationParams)
 
 
 @dataclass

@@ -22,18 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class CalibrationParams:
-    """Hyper-parameters of distribution calibration (defaults: the paper's)."""
-
-    tukey_lambda: float = 0.5
-    top_k: int = 2
-    alpha: float = 0.21
-    samples: int = 750
-    classifier_steps: int = 300
-    classifier_lr: float = 0.05
-    classifier_weight_decay: float = 1e-4
+from trainer.evaluation.calibration_params import CalibrationParams
 
 
 def tukey_transform(x: torch.Tensor, lam: float) -> torch.Tensor:

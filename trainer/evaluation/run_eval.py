@@ -15,7 +15,6 @@ from trainer.config import config_from_dict
 from trainer.engine.checkpoint import load_checkpoint
 from trainer.engine.components import RunData, build_model, make_feeder, open_run_data
 from trainer.engine.distributed import pick_device
-from trainer.evaluation.calibration import CalibrationParams
 from trainer.evaluation.oneshot import OneShotFeatures, evaluate_oneshot
 
 
@@ -101,17 +100,7 @@ def evaluate_run(
         novel_labels=novel["novel_labels"],
         novel_class_ids=data.novel_class_ids,
     )
-    cal = config.eval.calibration
-    params = CalibrationParams(
-        tukey_lambda=cal.tukey_lambda,
-        top_k=cal.top_k,
-        alpha=cal.alpha,
-        samples=cal.samples,
-        classifier_steps=cal.classifier_steps,
-        classifier_lr=cal.classifier_lr,
-        classifier_weight_decay=cal.classifier_weight_decay,
-    )
-    scores = evaluate_oneshot(feats, methods, draws, params, seed=seed)
+    scores = evaluate_oneshot(feats, methods, draws, config.eval.calibration, seed=seed)
     summary = _summary(run_dir)
     spec = data.store.spec
     names = [f"{cid} {spec.get_class(cid).name}" for cid in data.novel_class_ids]
