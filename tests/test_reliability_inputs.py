@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from reliability_helpers import write_pack
+from pack_helpers import write_random_pack
 from typer.testing import CliRunner
 
 from dataspec import data_dir, load_spec
@@ -277,29 +277,32 @@ def test_nan_and_inf_skeletons_are_skipped_with_a_reason_and_never_stored(tmp_pa
 
 
 def _truncated(path: Path) -> Path:
-    data = write_pack(path).read_bytes()
+    data = write_random_pack(path).read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
 
 
 def _nan(path: Path) -> Path:
     joint_text = np.full((NWUCLA.num_classes, NWUCLA.num_joints, 8), np.nan, dtype=np.float16)
-    return write_pack(path, tensors={"joint_text": joint_text})
+    return write_random_pack(path, tensors={"joint_text": joint_text})
 
 
 PACK_FAULTS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "truncated file": (_truncated, "not a readable safetensors file"),
     "not a safetensors file": (lambda p: (p.write_bytes(b"\x00" * 64), p)[1], "not a readable safetensors"),
     "pack of another dataset": (
-        lambda p: write_pack(p, "ntu60"),
+        lambda p: write_random_pack(p, "ntu60"),
         "written for dataset 'ntu60', not 'nwucla'",
     ),
     "other joint list": (
-        lambda p: write_pack(p, joint_names=json.dumps(["pelvis", *NWUCLA.joint_names[1:]])),
+        lambda p: write_random_pack(p, joint_names=json.dumps(["pelvis", *NWUCLA.joint_names[1:]])),
         "joint 0 is 'pelvis' here",
     ),
-    "class missing": (lambda p: write_pack(p, class_ids=json.dumps(["a01", *NWUCLA.class_ids[:-1]])), "a12"),
-    "newer format": (lambda p: write_pack(p, format_version="99"), "format version 99"),
+    "class missing": (
+        lambda p: write_random_pack(p, class_ids=json.dumps(["a01", *NWUCLA.class_ids[:-1]])),
+        "a12",
+    ),
+    "newer format": (lambda p: write_random_pack(p, format_version="99"), "format version 99"),
     "NaN embeddings": (_nan, "NaN or infinite"),
 }
 

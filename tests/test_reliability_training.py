@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from reliability_helpers import write_pack
+from pack_helpers import write_random_pack
 from typer.testing import CliRunner
 
 import trainer.models.losses as losses
@@ -49,7 +49,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     classes = list(proto.novel) + list(proto.train_class_subsets[10])
     write_ntu_corpus(root / "raw", 80, classes=classes, spec=spec, seed=5)
     prepare_dataset(spec, root / "raw", root / "store", workers=1)
-    pack = write_pack(root / "ntu60.kpack.safetensors", "ntu60", dim=16)
+    pack = write_random_pack(root / "ntu60.kpack.safetensors", "ntu60", dim=16)
     sets = [*TINY, f"data.store={root / 'store'}", f"knowledge.pack={pack}"]
     return [arg for item in sets for arg in ("--set", item)]
 

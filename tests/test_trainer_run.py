@@ -1,7 +1,7 @@
 """`trainer run` / `eval` / `report` end to end on a generated NTU-60 corpus, on the CPU.
 
 The smoke run goes through the real pieces: synthetic `.skeleton` files → prepare → a knowledge pack
-(random embeddings, written by the small helper below) → training → one-shot evaluation → report.
+(random embeddings, `pack_helpers.write_random_pack`) → training → one-shot evaluation → report.
 The resume test kills a run mid-epoch through the engine's test hook and checks that resuming ends
 with bit-identical weights and the same metrics as a run that was never interrupted.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pack_helpers import write_random_pack
 from typer.testing import CliRunner
 
 from dataspec import load_spec
@@ -22,7 +23,6 @@ from trainer.data.prepare import prepare_dataset
 from trainer.data.synthetic import write_ntu_corpus
 from trainer.engine.checkpoint import load_checkpoint
 from trainer.engine.loop import FAIL_AT_STEP_ENV, InjectedFailure
-from trainer.knowledge.pack import PACK_FORMAT, PACK_FORMAT_VERSION
 
 _load_commands()
 runner = CliRunner()
@@ -44,34 +44,6 @@ TINY = [
 ]
 
 
-def write_random_pack(path: Path, dataset: str, dim: int = 16, seed: int = 0) -> Path:
-    """A knowledge pack with random joint/global embeddings and random k_gt rows (test helper)."""
-    from safetensors.numpy import save_file
-
-    spec = load_spec(dataset)
-    rng = np.random.default_rng(seed)
-    c, j = spec.num_classes, spec.num_joints
-    key_joints = rng.random((c, j)).astype(np.float32)
-    key_joints /= key_joints.sum(1, keepdims=True)
-    tensors = {
-        "joint_text": rng.standard_normal((c, j, dim)).astype(np.float16),
-        "global_text": rng.standard_normal((c, dim)).astype(np.float16),
-        "key_joints": key_joints,
-    }
-    metadata = {
-        "format": PACK_FORMAT,
-        "format_version": str(PACK_FORMAT_VERSION),
-        "dataset": spec.name,
-        "class_ids": json.dumps(spec.class_ids),
-        "joint_names": json.dumps(spec.joint_names),
-        "encoder": "random",
-        "dim": str(dim),
-        "kb_revision": "test",
-    }
-    save_file(tensors, str(path), metadata=metadata)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_ntu60(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A prepared store of 80 synthetic files (10 novel + 10 training classes) and a random pack."""
@@ -81,7 +53,7 @@ def tiny_ntu60(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     classes = list(proto.novel) + list(proto.train_class_subsets[10])
     write_ntu_corpus(root / "raw", 80, classes=classes, spec=spec, seed=3)
     prepare_dataset(spec, root / "raw", root / "store")
-    pack = write_random_pack(root / "ntu60.kpack.safetensors", "ntu60")
+    pack = write_random_pack(root / "ntu60.kpack.safetensors", "ntu60", dim=16)
     return {"store": root / "store", "pack": pack}
 
 
