@@ -16,7 +16,7 @@ import torch
 from pack_helpers import write_random_pack
 from typer.testing import CliRunner
 
-import trainer.models.losses as losses
+import trainer.engine.step as step
 from dataspec import load_spec
 from trainer.cli.app import _load_commands, app
 from trainer.data.prepare import prepare_dataset
@@ -61,7 +61,7 @@ def _run(tiny: list[str], run_dir: Path) -> Any:
 
 def _loss_failing_at(call: int, failure: Any) -> Any:
     """The real loss, except on its ``call``-th use: raise ``failure`` or turn the loss into NaN."""
-    real = losses.crossglg_loss
+    real = step.crossglg_loss
     calls = {"n": 0}
 
     def loss(*args: Any, **kwargs: Any) -> Any:
@@ -80,7 +80,7 @@ def test_out_of_memory_stops_with_the_batch_size_hint(
     tiny: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    monkeypatch.setattr(losses, "crossglg_loss", _loss_failing_at(1, oom))
+    monkeypatch.setattr(step, "crossglg_loss", _loss_failing_at(1, oom))
     result = _run(tiny, tmp_path / "run")
     assert result.exit_code == 1, result.output
     flat = " ".join(result.output.split())
@@ -93,7 +93,7 @@ def test_out_of_memory_stops_with_the_batch_size_hint(
 def test_nan_loss_names_the_exact_step_and_keeps_a_finite_checkpoint(
     tiny: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(losses, "crossglg_loss", _loss_failing_at(2, "nan"))
+    monkeypatch.setattr(step, "crossglg_loss", _loss_failing_at(2, "nan"))
     result = _run(tiny, tmp_path / "run")
     assert result.exit_code == 1, result.output
     flat = " ".join(result.output.split())
