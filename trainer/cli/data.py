@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from trainer.cli.app import app
+from trainer.cli.errors import fail
 
 data_app = typer.Typer(
     help="Inspect prepared skeleton stores: counts, one sample, protocol splits.", no_args_is_help=True
@@ -30,18 +31,13 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
 def _open_store(path: Path) -> Any:
     from trainer.data.store import PreparedStore, StoreError
 
     try:
         return PreparedStore.open(path)
     except StoreError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
 
 
 @app.command("prepare")
@@ -108,13 +104,13 @@ def prepare_command(
             )
         except PrepareError as exc:
             progress.stop()
-            raise _fail(str(exc)) from None
+            fail(str(exc))
         except OSError as exc:  # an unwritable --out, a full disk, an unreadable raw file
             progress.stop()
-            raise _fail(
+            fail(
                 f"{exc.strerror or exc.__class__.__name__}: {exc.filename or out}; "
                 "check that --raw is readable and --out is a writable folder with free space"
-            ) from None
+            )
         except KeyboardInterrupt:
             progress.stop()
             err.print(
@@ -204,7 +200,7 @@ def sample_command(
     try:
         i = store.index_of(name)
     except KeyError as exc:
-        raise _fail(f"{exc.args[0]}: see `trainer data info {store_path}` for skipped files") from None
+        fail(f"{exc.args[0]}: see `trainer data info {store_path}` for skipped files")
     frames = store.sample(i)
     class_id = store.class_ids[int(store.labels[i])]
     doc = {
@@ -257,7 +253,7 @@ def split_command(
             std = standard_split(store, protocol)
             doc = {"protocol": protocol, **std.sizes(), "rule": std.rule}
     except ProtocolError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     if as_json:
         print(json.dumps(doc, indent=1))
         return

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from trainer.cli.app import app
+from trainer.cli.errors import fail
 
 console = Console(stderr=True)
 
@@ -38,11 +39,6 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         except (ImportError, AttributeError):
             continue
     return tuple(types)
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 def _resolve_run(config_name: str | None, overrides: list[str], run_dir: Path | None) -> tuple[object, Path]:
@@ -105,7 +101,7 @@ def run(
         cfg, directory = _resolve_run(config, overrides, run_dir)
         _train_and_evaluate(cfg, directory, evaluate)
     except errors as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _train_and_evaluate(cfg: object, run_dir: Path, evaluate: bool) -> None:
@@ -175,7 +171,7 @@ def eval_command(
     try:
         _evaluate(run, ["nn", "dc"] if method == "both" else [method], exemplar_draws, device)
     except errors as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command()
@@ -191,8 +187,7 @@ def report(
     try:
         text = render_report(runs)
     except ReportError as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     if output is None:
         typer.echo(text)
     else:
