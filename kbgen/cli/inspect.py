@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any
 
 import click
@@ -40,10 +39,6 @@ JointOption = Annotated[
 STATUSES = ("complete", "partial", "missing")
 # Lines starting with this are dropped from an edited text, as `git commit` does.
 _COMMENT = "#"
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
 
 
 def _joint_position(spec: DatasetSpec, joint: str) -> int:

@@ -14,7 +14,6 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from contextlib import nullcontext
@@ -355,8 +354,3 @@ def is_finished(run_dir: Path) -> bool:
         return False
     state = load_checkpoint(path)
     return int(state["epoch"]) >= int(state["config"]["optim"]["epochs"])
-
-
-def nan_guard(value: float) -> float | None:
-    """JSON-safe float (None for NaN)."""
-    return None if math.isnan(value) else value
