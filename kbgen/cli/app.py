@@ -1,7 +1,8 @@
 """The Typer application object and the entry point.
 
 Command modules import :data:`app` and register their commands; :func:`main` imports them all
-(lazily, so ``kbgen --help`` stays fast) and turns user errors into one red line.
+(heavy imports stay inside command bodies, so ``kbgen --help`` stays fast). Commands turn user
+errors into one red line with :func:`kbgen.cli.options.fail` and :func:`kbgen.cli.options.user_errors`.
 """
 
 from __future__ import annotations
