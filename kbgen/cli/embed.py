@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from kbgen.cli.app import app
@@ -18,12 +17,15 @@ from kbgen.cli.options import (
     DbOption,
     JsonOption,
     console,
+    counted_progress,
     err_console,
     fail,
     load_dataset_spec,
 )
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from kbgen.embed.cache import Encoder
 
 pack_app = typer.Typer(help="Inspect knowledge packs (*.kpack.safetensors).", no_args_is_help=True)
@@ -89,14 +91,7 @@ def embed(
     )
     try:
         text_encoder = TextEncoder(config)
-        progress = Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-        )
+        progress = counted_progress(err_console)
         with progress, session_scope(db) as session:
             result = write_pack(
                 session,

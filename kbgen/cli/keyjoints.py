@@ -7,12 +7,19 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from dataspec import DatasetSpec
 from kbgen.cli.app import app
-from kbgen.cli.options import DatasetOption, DbOption, console, fail, open_dataset, user_errors
+from kbgen.cli.options import (
+    DatasetOption,
+    DbOption,
+    console,
+    counted_progress,
+    fail,
+    open_dataset,
+    user_errors,
+)
 from kbgen.store import db as store_db
 from kbgen.store import repo
 
@@ -113,8 +120,7 @@ def keyjoints(
             if recompute_all or reason:
                 todo.append((cid, reason or "--all"))
     uniform: list[str] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with counted_progress(console) as progress:
         task = progress.add_task(f"key joints ({extractor.name})", total=len(todo))
         for cid, _reason in todo:
             # One short transaction per class: an interrupted run keeps what it computed.

@@ -24,6 +24,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dataspec import DatasetSpec, SpecError, load_spec
 
@@ -60,6 +61,18 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def counted_progress(on: Console) -> Progress:
+    """A transient bar for a job of known size: description, bar, done/total, time remaining."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=on,
+        transient=True,
+    )
 
 
 def fail(message: str) -> NoReturn:
