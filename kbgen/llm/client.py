@@ -24,12 +24,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit
 
 import httpx
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from kbgen.llm.endpoint import endpoint_host
 from kbgen.llm.schemas import AnswerError
 
 T = TypeVar("T")
@@ -62,9 +62,7 @@ class ClientSettings:
     @property
     def endpoint_host(self) -> str:
         """Host and port of the endpoint: what is stored, never the URL's user info or path."""
-        parts = urlsplit(self.base_url)
-        host = parts.hostname or ""
-        return f"{host}:{parts.port}" if parts.port else host
+        return endpoint_host(self.base_url) or ""
 
 
 @dataclass

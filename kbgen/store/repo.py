@@ -25,12 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from dataspec import DatasetSpec, SpecError, normalize_class_id
+from kbgen.llm.endpoint import endpoint_host
 from kbgen.store.db import lock_for_write
 from kbgen.store.errors import StoreError
 from kbgen.store.models import (
@@ -154,15 +154,6 @@ def ensure_template(session: Session, name: str, content: str) -> Template:
         session.add(row)
         session.flush()
     return row
-
-
-def endpoint_host(url: str | None) -> str | None:
-    """``host[:port]`` of an endpoint URL: no scheme, credentials, path or query."""
-    if not url:
-        return None
-    parts = urlsplit(url if "://" in url else f"//{url}")
-    host = parts.hostname or ""
-    return f"{host}:{parts.port}" if parts.port else host or None
 
 
 def scrub_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
