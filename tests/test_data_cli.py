@@ -93,9 +93,3 @@ def test_errors_are_one_line(tmp_path: Path, store: Path) -> None:
     assert unknown.exit_code != 0 and "no dataset spec 'kinetics'" in unknown.output
     for result in (again, nostore, unknown):
         assert "Traceback" not in result.output
-
-
-def test_every_data_command_has_help() -> None:
-    for args in (["prepare"], ["data", "info"], ["data", "sample"], ["data", "split"]):
-        result = runner.invoke(app, [*args, "--help"])
-        assert result.exit_code == 0 and len(result.output) > 200
