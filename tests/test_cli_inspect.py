@@ -8,18 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
-from store_helpers import fill_class, seed_dataset
-from typer.testing import CliRunner
+from store_helpers import count_descriptions, fill_class, kbgen, seed_dataset
 
-import kbgen.cli.db
-import kbgen.cli.inspect
-import kbgen.cli.transfer  # noqa: F401  (registers export/import)
-from kbgen.cli.app import app
 from kbgen.store import db, repo
-from kbgen.store.models import Description
-
-runner = CliRunner()
 
 # A stand-in for $EDITOR: writes $EDIT_TO into the file, rewrites it unchanged with "=keep",
 # or leaves it untouched (no save) with "=nosave".
@@ -33,15 +24,6 @@ os.utime(path, (0, 0))  # make sure the mtime changes even within the same secon
 with open(path, "w", encoding="utf-8") as f:
     f.write(text)
 """
-
-
-def kbgen(*args: str, env: dict[str, str] | None = None):
-    return runner.invoke(app, list(args), env=env)
-
-
-def descriptions_count() -> int:
-    with db.session_scope() as s:
-        return s.scalar(select(func.count()).select_from(Description))
 
 
 @pytest.fixture
@@ -125,11 +107,11 @@ def test_edit_saves_a_new_current_version(editor) -> None:
 def test_edit_unchanged_or_empty_saves_nothing(editor, to: str, message: str) -> None:
     seed_dataset()
     fill_class("ntu120", "A1")
-    before = descriptions_count()
+    before = count_descriptions()
     result = editor("A1", "-d", "ntu120", to=to)
     assert result.exit_code == 0, result.output
     assert message in result.stdout and "nothing saved" in result.stdout
-    assert descriptions_count() == before
+    assert count_descriptions() == before
 
 
 def test_edit_without_a_working_editor_is_one_line(monkeypatch) -> None:

@@ -6,26 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
-from store_helpers import fill_class, seed_dataset
-from typer.testing import CliRunner
+from store_helpers import count_descriptions, fill_class, kbgen, seed_dataset
 
-import kbgen.cli.inspect
-import kbgen.cli.transfer  # noqa: F401  (registers export/import)
-from kbgen.cli.app import app
 from kbgen.store import db, kbfile, repo
-from kbgen.store.models import Description
-
-runner = CliRunner()
-
-
-def kbgen(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def count_descriptions(url: str | None = None) -> int:
-    with db.session_scope(url) as s:
-        return s.scalar(select(func.count()).select_from(Description))
 
 
 @pytest.fixture

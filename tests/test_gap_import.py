@@ -6,13 +6,9 @@ import json
 from pathlib import Path
 
 from conftest import shared_path
-from typer.testing import CliRunner
+from store_helpers import kbgen
 
-import kbgen.cli.inspect
-import kbgen.cli.keyjoints
-import kbgen.cli.transfer  # noqa: F401  (registers import/show/keyjoints)
 from dataspec import load_spec
-from kbgen.cli.app import app
 from kbgen.importers.gap import (
     gap_part_of_joint,
     import_gap,
@@ -23,13 +19,8 @@ from kbgen.importers.gap import (
 from kbgen.keyjoints.lexicon import load_lexicon
 from kbgen.store import db, repo
 
-runner = CliRunner()
 NTU = load_spec("ntu120")
 UCLA = load_spec("nwucla")
-
-
-def kbgen(*args: str):
-    return runner.invoke(app, list(args), env={"COLUMNS": "200"})
 
 
 def write_gap(folder: Path, sentences: list[str], pasta: list[str], prefix: str = "") -> Path:

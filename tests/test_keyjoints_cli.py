@@ -7,16 +7,10 @@ import shutil
 from pathlib import Path
 
 from sqlalchemy import func, select
-from store_helpers import seed_dataset
-from typer.testing import CliRunner
+from store_helpers import kbgen, seed_dataset
 
-import kbgen.cli.inspect
-import kbgen.cli.keyjoints  # noqa: F401  (registers keyjoints/plot)
-from kbgen.cli.app import app
 from kbgen.store import db, repo
 from kbgen.store.models import KeyjointDistribution
-
-runner = CliRunner()
 
 TEXTS = {
     "A1": (
@@ -26,10 +20,6 @@ TEXTS = {
     "A24": ("He swings his right leg and kicks the ball with his foot.", ["leg", "foot"]),
     "A7": ("A ball flies across the room.", []),
 }
-
-
-def kbgen(*args: str):
-    return runner.invoke(app, list(args))
 
 
 def seed(texts: dict = TEXTS) -> None:
@@ -112,17 +102,13 @@ def test_show_json_gives_key_joints_by_name() -> None:
 
 def test_explain_lists_phrases_and_joints() -> None:
     seed()
-    fresh = runner.invoke(
-        app, ["keyjoints", "-d", "ntu120", "--backend", "spacy", "--explain", "A001"], env={"COLUMNS": "200"}
-    )
+    fresh = kbgen("keyjoints", "-d", "ntu120", "--backend", "spacy", "--explain", "A001")
     assert fresh.exit_code == 0, fresh.output
     assert "computed now (missing" in fresh.stdout
     assert "his right hand" in fresh.stdout and "tip of the right hand" in fresh.stdout
     assert "negated" in fresh.stdout
     kbgen("keyjoints", "-d", "ntu120", "--backend", "spacy")
-    stored = runner.invoke(
-        app, ["keyjoints", "-d", "ntu120", "--backend", "spacy", "--explain", "A1"], env={"COLUMNS": "200"}
-    )
+    stored = kbgen("keyjoints", "-d", "ntu120", "--backend", "spacy", "--explain", "A1")
     assert "stored, spacy" in stored.stdout and "Top joints: right hand" in stored.stdout
 
 
