@@ -5,9 +5,18 @@ the *joint importance determiner* (JID: two linear layers, softmax over joints) 
 distribution ``k_out [N, V]``, calibrated against the LLM-derived ``k_gt`` (``L_calibrate``).
 ``k_out`` re-weights the features of every later block right after its spatial step::
 
-    f'[n, c, t, v] = f[n, c, t, v] · (V · k_out[n, v])
+    f'[n, c, t, v] = f[n, c, t, v] · (V · sg(k_out)[n, v])        (sg = stop-gradient, detach)
 
 so a uniform distribution (``k = 1/V``) leaves the features unchanged and the weights average to 1.
+
+Why the stop-gradient: without it the classification loss trains the JID through the re-weighting,
+and scaling one joint ×V is an easy way to lower it, so ``k_out`` became one-hot on a single joint
+for every class within a few SGD steps (NW-UCLA, 2026-11-21; ``bench/jid_calibration_check.py
+--variant collapse``) while ``L_calibrate`` — an MSE between two distributions over 25 joints, ~1e-3
+per entry — could not pull it back. Detached, the JID is trained by ``L_calibrate`` only: the LLM's
+key joints supervise it and its output guides the later blocks, the paper's intent. The
+calibration loss is summed over joints (see :func:`trainer.models.losses.calibration_loss`) so this
+only signal is not ~V× too weak. ``detach_jid=False`` restores the old behaviour for ablations.
 
 Local → global (``l2g``, training only): the joint-text embeddings ``[N, V, D]`` and the encoder's
 final joint features (time/person averaged) are projected into a common space; ``layers`` blocks of
@@ -145,6 +154,9 @@ class CrossGLG(nn.Module):
         l2g: enable the cross-modal interaction branch (training only).
         n_pre: JID reads the output of block ``n_pre`` (1-based); blocks after it are re-weighted.
         jid_hidden: hidden width of the JID.
+        detach_jid: re-weight with ``k_out`` detached, so only ``L_calibrate`` trains the JID (the
+            default; ``False`` lets the classification loss train it through the re-weighting, which
+            collapses ``k_out`` onto one joint — see the module docstring).
         layers, width, heads, mlp_ratio, dropout: the interaction module.
         **encoder_cfg: other keyword arguments go to the encoder (e.g. InfoGCN's ``noise_ratio``, ``k``).
     """
@@ -164,6 +176,7 @@ class CrossGLG(nn.Module):
         l2g: bool = True,
         n_pre: int = 5,
         jid_hidden: int = 32,
+        detach_jid: bool = True,
         layers: int = 1,
         width: int = 256,
         heads: int = 4,
@@ -188,6 +201,7 @@ class CrossGLG(nn.Module):
         if not 1 <= n_pre < len(channels):
             raise ValueError(f"n_pre must be in 1..{len(channels) - 1} for {encoder}, got {n_pre}")
         self.n_pre = n_pre
+        self.detach_jid = detach_jid
         v = self.encoder.num_joints
         self.jid = JointImportanceDeterminer(channels[n_pre - 1], v, jid_hidden) if g2l else None
         self.interaction = (
@@ -208,7 +222,8 @@ class CrossGLG(nn.Module):
             h = block(h, weight)
             if self.jid is not None and i + 1 == self.n_pre:
                 k_out = self.jid(enc.joint_features(h).transpose(1, 2))  # JID sees [N, C, V]
-                weight = persons_to_batch(k_out * enc.num_joints, enc.num_persons).to(h.dtype)
+                guide = k_out.detach() if self.detach_jid else k_out
+                weight = persons_to_batch(guide * enc.num_joints, enc.num_persons).to(h.dtype)
         return h, k_out
 
     def forward(self, x: Tensor, text_joint: Tensor | None = None) -> dict[str, Tensor | None]:

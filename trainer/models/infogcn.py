@@ -34,6 +34,9 @@ from trainer.models.registry import register_model
 if TYPE_CHECKING:
     from dataspec import DatasetSpec
 
+# Std of the decoder's initial weights (see InfoGCN._init_head for why it is not InfoGCN's sqrt(2/K)).
+DECODER_INIT_STD = 0.01
+
 INFOGCN_CHANNELS: tuple[tuple[int, int], ...] = (
     (64, 1),
     (64, 1),
@@ -215,10 +218,26 @@ class InfoGCN(SkeletonEncoder):
         self._init_head(prior_gain)
 
     def _init_head(self, prior_gain: float) -> None:
+        # Official init (public code): xavier-uniform (ReLU gain) fc / fc_mu / fc_logvar, decoder
+        # N(0, 2/K), orthogonal z_prior with gain 3, data BN weight 1. Two parts are changed because
+        # they made the initial loss explode for small K (NW-UCLA, K = 7: logits std ≈ 31, CE 15–37
+        # instead of ln 7 = 1.95, and 4 of 20 runs never left chance):
+        # - the pooled features are post-ReLU (mean ≈ 1.2), so the xavier fc_logvar gives log σ² up
+        #   to ≈ 10 and the training-time noise std exp(0.5 · 10) ≈ 150 (clamped to 100). fc_logvar
+        #   starts at zero instead: log σ² = 0, i.e. unit noise, the N(0, I) of the bottleneck;
+        # - the decoder std sqrt(2/K) grows as K shrinks (0.53 for K = 7, times 16·rms(z) over 256
+        #   dims). It starts small instead, N(0, 0.01²) with zero bias (the usual small classifier-
+        #   head init, e.g. ConvNeXt/timm's scaled head): logits std ≈ 0.3, initial CE ≈ ln K for
+        #   every K, and unlike an all-zero decoder the shared head still passes gradient to both
+        #   branches at step one.
+        # z_prior keeps the official gain: it is the MMD target, not part of the logits.
         gain = nn.init.calculate_gain("relu")
-        for layer in (self.fc, self.fc_mu, self.fc_logvar):
+        for layer in (self.fc, self.fc_mu):
             nn.init.xavier_uniform_(layer.weight, gain=gain)
-        nn.init.normal_(self.decoder.weight, 0.0, math.sqrt(2.0 / self.num_classes))
+        nn.init.zeros_(self.fc_logvar.weight)
+        nn.init.zeros_(self.fc_logvar.bias)
+        nn.init.normal_(self.decoder.weight, 0.0, DECODER_INIT_STD)
+        nn.init.zeros_(self.decoder.bias)
         nn.init.orthogonal_(self.z_prior, gain=prior_gain)
         bn_init(self.data_bn, 1.0)
 
