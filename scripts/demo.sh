@@ -39,12 +39,13 @@ fi
 "$BIN/trainer" data split "$DEMO/stores/nwucla" --protocol oneshot
 
 echo "== 5. a short InfoGCN + CrossGLG training on the CPU, then one-shot evaluation =="
-# One epoch on 32-frame windows: this shows the whole path on a CPU, not the accuracy
+# One warm-up epoch on 32-frame windows (lr 0.1 without warm-up diverges): this shows the whole path
+# on a CPU, not the accuracy
 # (docs/results.md has the real runs, made on a GPU with the shipped config).
 rm -rf "$DEMO/run"
 "$BIN/trainer" run --config nwucla_oneshot --run-dir "$DEMO/run" \
   --set data.store="$DEMO/stores/nwucla" --set knowledge.pack="$DEMO/nwucla.kpack.safetensors" \
-  --set optim.epochs=1 --set optim.warmup_epochs=0 --set optim.milestones=[] \
+  --set optim.epochs=1 --set optim.warmup_epochs=1 --set optim.milestones=[] \
   --set data.window=32 --set data.batch_size=32 --set eval.exemplar_draws=3
 "$BIN/trainer" report "$DEMO/run" -o "$DEMO/report.md"
 cat "$DEMO/report.md"
