@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -29,10 +28,7 @@ from torch import Tensor, nn
 
 from trainer.models.base import SkeletonEncoder, TemporalConvBN, bn_init, conv_init
 from trainer.models.graph import SkeletonGraph
-from trainer.models.registry import register_model
-
-if TYPE_CHECKING:
-    from dataspec import DatasetSpec
+from trainer.models.registry import register_encoder
 
 # Std of the decoder's initial weights (see InfoGCN._init_head for why it is not InfoGCN's sqrt(2/K)).
 DECODER_INIT_STD = 0.01
@@ -262,15 +258,4 @@ class InfoGCN(SkeletonEncoder):
         return {"logits": self.decoder(z), "z": z, "z_mu": mu, "z_logvar": logvar, "z_prior": self.z_prior}
 
 
-@register_model("infogcn")
-def infogcn(
-    num_classes: int,
-    spec: DatasetSpec | None = None,
-    num_joints: int | None = None,
-    edges: Sequence[Sequence[int]] | None = None,
-    **cfg: object,
-) -> InfoGCN:
-    """InfoGCN for a dataset spec (or ``num_joints`` + ``edges``); ``cfg`` goes to :class:`InfoGCN`."""
-    if spec is not None:
-        cfg.setdefault("num_persons", spec.persons)
-    return InfoGCN(num_classes, SkeletonGraph.coerce(spec, num_joints, edges), **cfg)  # type: ignore[arg-type]
+register_encoder("infogcn", InfoGCN)

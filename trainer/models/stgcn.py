@@ -11,19 +11,13 @@ and a linear classifier.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.models.base import SkeletonEncoder, TemporalConvBN, bn_init, conv_init
 from trainer.models.graph import SkeletonGraph
-from trainer.models.registry import register_model
-
-if TYPE_CHECKING:
-    from dataspec import DatasetSpec
+from trainer.models.registry import register_encoder
 
 STGCN_CHANNELS: tuple[tuple[int, int], ...] = (
     (64, 1),
@@ -149,15 +143,4 @@ class STGCN(SkeletonEncoder):
         return {"logits": self.classifier(pooled)}
 
 
-@register_model("stgcn")
-def stgcn(
-    num_classes: int,
-    spec: DatasetSpec | None = None,
-    num_joints: int | None = None,
-    edges: Sequence[Sequence[int]] | None = None,
-    **cfg: object,
-) -> STGCN:
-    """ST-GCN for a dataset spec (or ``num_joints`` + ``edges``); ``cfg`` goes to :class:`STGCN`."""
-    if spec is not None:
-        cfg.setdefault("num_persons", spec.persons)
-    return STGCN(num_classes, SkeletonGraph.coerce(spec, num_joints, edges), **cfg)  # type: ignore[arg-type]
+register_encoder("stgcn", STGCN)
