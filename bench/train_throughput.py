@@ -41,6 +41,7 @@ from trainer.engine.step import (  # noqa: E402
     make_sgd,
     train_step,
 )
+from trainer.models import frame_matmul  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
 
 NTU120_TRAIN_SAMPLES = 95_001  # one-shot NTU-120 training split (issue 8)
@@ -337,7 +338,7 @@ def profile_step(
     ] + [{"kernel": "TOTAL", "ms_per_step": round(total / 5 / 1e3, 3), "share": 1.0, "calls_per_step": 0}]
 
 
-SECTIONS = ("train", "eval", "check", "short", "compare", "profile")
+SECTIONS = ("kernels", "train", "eval", "check", "short", "compare", "profile")
 
 
 def main() -> None:
@@ -349,8 +350,14 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--eval-sizes", type=int, nargs="+", default=[256, 1024])
-    parser.add_argument("--compile", default="default", help="torch.compile mode of the fast path")
-    parser.add_argument("--compare", nargs="*", default=["off"], help="other modes, crossglg batch 128")
+    parser.add_argument("--compile", default="auto", help="torch.compile mode of the fast path")
+    parser.add_argument(
+        "--compare",
+        nargs="*",
+        default=["off", "auto+bmm"],
+        help="other compile modes of crossglg at --compare-batch; MODE+bmm: torch.bmm, no Triton kernels",
+    )
+    parser.add_argument("--compare-batch", type=int, default=128, help="batch of the compare section")
     parser.add_argument("--profile-mode", default="off", help="compile mode of the profiled step")
     parser.add_argument("--steps", type=int, default=60, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=15, help="untimed steps (compilation included)")
@@ -385,6 +392,13 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "train_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
 
+    if "kernels" in args.sections:
+        result["frame_matmul_check"] = {
+            str(dt).removeprefix("torch."): frame_matmul.check_kernels(args.device, dt)
+            for dt in (torch.bfloat16, torch.float16)
+        }
+        print("frame_matmul kernels vs float64 bmm", json.dumps(result["frame_matmul_check"]), flush=True)
+        save()
     if "train" in args.sections:
         for variant in args.variants:
             for b in args.batches:
@@ -419,11 +433,14 @@ def main() -> None:
         print(f"short training accuracy {acc} ({time.perf_counter() - t:.0f} s)", flush=True)
         save()
     if "compare" in args.sections:
-        mid = 128 if not args.quick else args.batches[0]
-        for mode in args.compare:
+        mid = args.compare_batch if not args.quick else args.batches[0]
+        for label in args.compare:
+            mode, _, kernels = label.partition("+")
+            frame_matmul.set_kernels_enabled(kernels != "bmm")
             r = time_train(args, device, store, "crossglg", mid, mode)
-            print(f"train crossglg batch {mid} compile={mode}: {r}", flush=True)
-            result.setdefault("compare_modes_crossglg", {"batch": mid})[mode] = r
+            frame_matmul.set_kernels_enabled(True)
+            print(f"train crossglg batch {mid} compile={label}: {r}", flush=True)
+            result.setdefault("compare_modes_crossglg", {"batch": mid})[label] = r
             save()
     if "profile" in args.sections:
         result["profile_top_kernels"] = {
@@ -448,9 +465,9 @@ def summary_table(result: dict[str, Any], cuda: bool) -> str:
     """The markdown table of a result dict (train, eval, numerics, ceilings)."""
     peak = 989e12 if cuda else float("nan")  # H100/H200 dense bf16 datasheet
     lines = [
-        f"GPU: {result['gpu']}; torch {result['torch']}; fast path = bf16 autocast + "
-        f"torch.compile({result['compile_mode']}) + fused SGD + on-GPU feeder; "
-        "synthetic NTU-120-shaped store.",
+        f"GPU: {result['gpu']}; torch {result['torch']}; fast path = bf16 autocast + channels-last "
+        f"InfoGCN + Triton per-frame SA-GC products + torch.compile({result['compile_mode']}; auto = "
+        "CUDA graphs) + fused SGD + on-GPU feeder; synthetic NTU-120-shaped store.",
         "",
         "| path | batch | train samples/s | NTU-120 epoch (s) | 110 epochs (min) | MFU (989 TF) |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -130,13 +130,14 @@ class RunConfig:
     checkpoint_interval: int = 200
     val_interval: int = 1
     deterministic: bool = False
-    # torch.compile mode of the training step on CUDA ("off": eager); CPU runs are always eager.
-    compile: str = "default"
+    # torch.compile mode of the training step on CUDA ("off": eager; "auto": CUDA graphs on one GPU,
+    # plain Inductor under DDP); CPU runs are always eager.
+    compile: str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in ("bf16", "fp16", "fp32"):
             raise ConfigError(f"run.precision must be bf16, fp16 or fp32, not '{self.precision}'")
-        modes = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+        modes = ("auto", "off", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
         if self.compile not in modes:
             raise ConfigError(f"run.compile must be one of {', '.join(modes)}, not '{self.compile}'")
         for key in ("log_interval", "checkpoint_interval", "val_interval"):

@@ -15,6 +15,13 @@ About 1.57 M parameters for 100 classes.
 Our code differs in layout only, for speed: the per-head 1×1 convolutions of SA-GC are one
 convolution over the concatenated heads, and the four 1×1 entry convolutions of the multi-scale
 TCN are one convolution. :mod:`trainer.models.checkpoint_import` maps official weights onto it.
+
+Memory layout: the features keep their logical shape ``[N*M, C, T, V]`` but live in
+``torch.channels_last`` memory, i.e. ``[N*M, T, V, C]`` with channels contiguous. Every 1×1
+convolution is then a plain GEMM over rows (:func:`pointwise`), every BatchNorm reduces contiguous
+rows per channel, the temporal convolutions take cuDNN's NHWC path, and SA-GC needs no transpose of
+the features (see :meth:`SelfAttentionGraphConv.forward`). With V = 25 innermost, as in NCHW, the
+same ops ran badly shaped reductions and layout copies (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -27,8 +34,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.models.base import SkeletonEncoder, TemporalConvBN, bn_init, conv_init
+from trainer.models.frame_matmul import frame_matmul
 from trainer.models.graph import SkeletonGraph
 from trainer.models.registry import register_encoder
+
+
+def pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A 1×1 ``Conv2d`` (stride 1) applied as one GEMM over the rows of a channels-last tensor.
+
+    ``x`` ``[B, C, T, V]`` (any memory format) → ``[B, C', T, V]`` in channels-last memory; the same
+    numbers as ``conv(x)``, with the conv's own parameters (state dicts are unchanged).
+    """
+    rows = x.permute(0, 2, 3, 1)  # [B, T, V, C]: a free view when x is channels-last
+    return F.linear(rows, conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
+
 
 # Std of the decoder's initial weights (see InfoGCN._init_head for why it is not InfoGCN's sqrt(2/K)).
 DECODER_INIT_STD = 0.01
@@ -90,10 +109,20 @@ class SelfAttentionGraphConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, t, v = x.shape
+        h, out = self.heads, self.bn.num_features
         topology = self.attention(x) * self.shared_topology  # [B, T, H, V, V]
-        # z[b, h, c, t, i] = Σ_j topology[b, t, h, i, j] · x[b, c, t, j]
-        z = torch.einsum("bthij,bctj->bhcti", topology, x).reshape(b, self.heads * c, t, v)
-        return F.relu(self.bn(self.mix(z)) + self.down(x))
+        # Σ_h W_h (A_h x) = Σ_h A_h (x W_hᵀ): the channel mixing acts on C and the topology on V, so
+        # they commute. Mixing first is one GEMM over the channels-last rows giving [B, T, V, H·C']
+        # laid out (joint j, head h) per row — exactly the [(j, h), C'] operand of one batched
+        # product with the topology arranged [i, (j, h)]. No copy of the features, only of the
+        # (smaller) attention maps.
+        weight = self.mix.weight.view(out, h, c).transpose(0, 1).reshape(h * out, c)
+        y = F.linear(x.permute(0, 2, 3, 1), weight)  # [B, T, V, H·C']
+        a = topology.permute(0, 1, 3, 4, 2).reshape(b * t, v, v * h).to(y.dtype)  # [B·T, i, (j, h)]
+        z = frame_matmul(a, y.reshape(b * t, v * h, out)) + self.mix.bias.to(y.dtype)  # [B·T, V, C']
+        z = z.view(b, t, v, out).permute(0, 3, 1, 2)  # [B, C', T, V], channels-last
+        shortcut = x if isinstance(self.down, nn.Identity) else self.down[1](pointwise(self.down[0], x))
+        return F.relu(self.bn(z) + shortcut)
 
 
 class MultiScaleTemporalConv(nn.Module):
@@ -127,7 +156,7 @@ class MultiScaleTemporalConv(nn.Module):
                 bn_init(m, 1.0)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.expand(x)
+        y = pointwise(self.expand, x)
         active = F.relu(self.expand_bn(y[:, : self.n_activated]))
         parts = active.split(self.branch_channels, dim=1)
         outs = [branch(part) for branch, part in zip(self.dilated, parts[:-1], strict=True)]
@@ -155,7 +184,14 @@ class InfoGCNBlock(nn.Module):
         y = self.gc(x)
         if joint_weight is not None:
             y = y * joint_weight
-        return F.relu(self.tcn(y) + self.residual(x))
+        return F.relu(self.tcn(y) + self.shortcut(x))
+
+    def shortcut(self, x: Tensor) -> Tensor:
+        """The block's residual path: identity, or a strided 1×1 conv + BN as one GEMM."""
+        if isinstance(self.residual, nn.Identity):
+            return x
+        conv, bn = self.residual.conv, self.residual.bn
+        return bn(pointwise(conv, x[:, :, :: conv.stride[0]]))
 
 
 class InfoGCN(SkeletonEncoder):
@@ -239,13 +275,15 @@ class InfoGCN(SkeletonEncoder):
 
     def stem(self, x: Tensor) -> Tensor:
         n, _, t, v, m = x.shape
-        x = x.permute(0, 4, 2, 3, 1)  # [N, M, T, V, C]
+        x = x.permute(0, 2, 4, 3, 1)  # [N, T, M, V, C]
         x = torch.matmul(self.rel_coords.to(x.dtype), x)  # each joint minus its k-th ancestor
-        x = self.joint_embed(x) + self.pos_embed  # [N, M, T, V, C0]
+        x = self.joint_embed(x) + self.pos_embed  # [N, T, M, V, C0]
         c0 = x.shape[-1]
-        # data BN normalises each (person, joint, channel) over batch and time
-        x = self.data_bn(x.permute(0, 1, 3, 4, 2).reshape(n, m * v * c0, t))
-        return x.view(n, m, v, c0, t).permute(0, 1, 3, 4, 2).reshape(n * m, c0, t, v)
+        # data BN normalises each (person, joint, channel) over batch and time: rows (n, t),
+        # channels (m, v, c) — the same channel order as the official [N, M·V·C0, T] BatchNorm1d.
+        x = self.data_bn(x.reshape(n * t, m * v * c0)).view(n, t, m, v, c0)
+        # → [N·M, T, V, C0] rows, exposed as [N·M, C0, T, V] in channels-last memory
+        return x.transpose(1, 2).reshape(n * m, t, v, c0).permute(0, 3, 1, 2)
 
     def head(self, pooled: Tensor) -> dict[str, Tensor]:
         hidden = self.dropout(F.relu(self.fc(pooled)))
