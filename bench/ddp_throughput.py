@@ -53,6 +53,10 @@ def worker(args: argparse.Namespace) -> None:
     kb = tt.Knowledge(args.classes, device)
     model = tt.build("crossglg", args.classes, device)
     mode = resolve_compile_mode(args.compile, ctx.distributed)
+    if ctx.distributed and mode == "reduce-overhead":
+        # One graph (no split at DDP's bucket boundaries), so CUDA graphs can capture it; the
+        # gradient all-reduce then runs after the backward instead of overlapping it.
+        torch._dynamo.config.optimize_ddp = False
     net: torch.nn.Module = model
     if ctx.distributed:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -130,6 +134,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--compile", default="auto")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--merge", type=Path, help="earlier ddp_throughput.json: keep its runs, add these")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -137,7 +142,7 @@ def main() -> None:
         worker(args)
         return
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    runs = []
+    runs = json.loads(args.merge.read_text())["runs"] if args.merge else []
     for n in args.gpus:
         r = launch(args, n)
         print(f"{n} GPU(s): {r}", flush=True)
