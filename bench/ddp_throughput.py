@@ -1,8 +1,8 @@
 """Multi-GPU scaling of the trainer's DDP step: CrossGLG training samples/s on 1 and on N GPUs.
 
 Each configuration runs under ``torchrun`` through the trainer's own pieces — ``setup_distributed``,
-``DistributedDataParallel``, the compiled step of :mod:`trainer.engine.step` (``auto`` resolves to
-CUDA graphs on one process and plain Inductor under DDP), fused SGD — and the same batch schedule
+``DistributedDataParallel``, the compiled step of :mod:`trainer.engine.step` (``auto`` = Inductor + CUDA
+graphs; ``--compile default`` for plain Inductor), fused SGD — and the same batch schedule
 as :mod:`trainer.engine.loop` (rank ``r`` takes batches ``r, r + N, …`` of one epoch order), on the
 synthetic NTU-120-shaped store of ``bench/train_throughput.py``. Per-GPU batch fixed (weak
 scaling, the way DDP is used)::
@@ -52,17 +52,13 @@ def worker(args: argparse.Namespace) -> None:
     store = tt.synthetic_store(args.samples, args.classes)
     kb = tt.Knowledge(args.classes, device)
     model = tt.build("crossglg", args.classes, device)
-    mode = resolve_compile_mode(args.compile, ctx.distributed)
-    if ctx.distributed and mode == "reduce-overhead":
-        # One graph (no split at DDP's bucket boundaries), so CUDA graphs can capture it; the
-        # gradient all-reduce then runs after the backward instead of overlapping it.
-        torch._dynamo.config.optimize_ddp = False
+    mode = resolve_compile_mode(args.compile)
     net: torch.nn.Module = model
     if ctx.distributed:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    forward_loss = make_forward_loss(net, device, mode)
+    forward_loss = make_forward_loss(net, device, mode, ctx.distributed)
     opt = make_sgd(model.parameters(), 0.01, 0.9, True, 5e-4, device)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     autocast = autocast_for(device, "bf16")

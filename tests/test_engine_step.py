@@ -55,3 +55,11 @@ def test_train_step_equals_plain_step_and_learns(momentum: float) -> None:
     assert set(parts) == {"cls"} and logits.shape == (32, 3)
     assert float(loss) < 0.7 * first
     assert torch.allclose(model.fc.weight, twin.fc.weight, atol=1e-6)
+
+
+def test_auto_compile_mode_is_cuda_graphs() -> None:
+    from trainer.engine.step import resolve_compile_mode
+
+    assert resolve_compile_mode("auto") == "reduce-overhead"
+    assert resolve_compile_mode("default") == "default"
+    assert uses_compile("auto", torch.device("cuda")) and not uses_compile("auto", torch.device("cpu"))

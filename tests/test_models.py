@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from dataspec import load_spec
 from trainer.models import create_model, list_models
 from trainer.models.base import count_parameters
 from trainer.models.crossglg import CrossGLG
 from trainer.models.graph import SkeletonGraph
+from trainer.models.infogcn import InfoGCN
 from trainer.models.losses import class_mean_mmd, crossglg_loss
 
 VARIANTS = {"plain": (False, False), "g2l": (True, False), "l2g": (False, True), "both": (True, True)}
@@ -199,3 +201,32 @@ def test_forward_traces_as_one_graph_for_torch_compile(encoder, ntu):
     torch._dynamo.reset()
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize("c_in, c_out", [(16, 16), (16, 32)])
+def test_sagc_equals_the_per_head_formula_and_keeps_channels_last(c_in, c_out):
+    # The layer mixes channels before applying the topology (they commute) and works on
+    # channels-last rows; check it against the paper's order: z_h = (S_h ⊙ A_h) x, then W over heads.
+    from trainer.models.infogcn import SelfAttentionGraphConv
+
+    torch.manual_seed(0)
+    gc = SelfAttentionGraphConv(c_in, c_out, 25, heads=3).double()
+    nn.init.normal_(gc.bn.weight)  # the official 1e-6 init would hide the main path
+    nn.init.normal_(gc.shared_topology)
+    nn.init.normal_(gc.mix.bias)
+    x = torch.randn(2, c_in, 5, 25, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    out = gc(x)
+    topology = gc.attention(x) * gc.shared_topology
+    z = torch.einsum("bthij,bctj->bhcti", topology, x).reshape(2, 3 * c_in, 5, 25)
+    ref = torch.relu(gc.bn(gc.mix(z)) + gc.down(x))
+    assert torch.allclose(out, ref, atol=1e-10)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_infogcn_blocks_run_in_channels_last_memory(ntu):
+    model = InfoGCN(K, SkeletonGraph.coerce(ntu, None, None))
+    h = model.stem(torch.randn(2, 3, 8, 25, 2))
+    assert h.shape == (4, 64, 8, 25) and h.is_contiguous(memory_format=torch.channels_last)
+    for block in model.blocks:
+        h = block(h)
+    assert h.is_contiguous(memory_format=torch.channels_last)

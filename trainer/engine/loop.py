@@ -37,7 +37,7 @@ from trainer.engine.components import (
 from trainer.engine.distributed import DistContext, barrier
 from trainer.engine.metrics import MetricsLogger
 from trainer.engine.schedule import warmup_step_factor
-from trainer.engine.step import autocast_for, make_forward_loss, make_sgd, resolve_compile_mode, train_step
+from trainer.engine.step import autocast_for, make_forward_loss, make_sgd, train_step
 
 # Test hook: raise after this optimizer step (simulates a crash for the resume-exactness test).
 FAIL_AT_STEP_ENV = "CROSSGLG_FAIL_AT_STEP"
@@ -170,7 +170,8 @@ def train(config: Config, run_dir: Path, ctx: DistContext, show_progress: bool =
     forward_loss = make_forward_loss(
         model,
         device,
-        resolve_compile_mode(config.run.compile, ctx.distributed),
+        config.run.compile,
+        ctx.distributed,
         label_smoothing=config.loss.label_smoothing,
         w_calibrate=config.loss.w_calibrate,
         w_c=config.loss.w_c,
