@@ -394,8 +394,11 @@ def main() -> None:
 
     if "kernels" in args.sections:
         result["frame_matmul_check"] = {
-            str(dt).removeprefix("torch."): frame_matmul.check_kernels(args.device, dt)
+            f"{str(dt).removeprefix('torch.')} k={k} n={n}": frame_matmul.check_kernels(
+                args.device, dt, n=n, k=k
+            )
             for dt in (torch.bfloat16, torch.float16)
+            for k, n in ((75, 80), (8, 25), (32, 25))
         }
         print("frame_matmul kernels vs float64 bmm", json.dumps(result["frame_matmul_check"]), flush=True)
         save()

@@ -34,13 +34,15 @@ def test_shape_mismatch_is_one_clear_error() -> None:
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (it comes with CUDA builds of torch)")
-@pytest.mark.parametrize("n", [64, 80, 200])  # one tile, a masked tail, several column blocks
-def test_triton_kernels_match_float64_in_the_interpreter(n: int) -> None:
+# topology product (K = 75): one tile, a masked tail, several column blocks; attention logits
+# (K = d = 8 or 32, N = 25 joints)
+@pytest.mark.parametrize("k, n", [(75, 64), (75, 80), (75, 200), (8, 25), (32, 25)])
+def test_triton_kernels_match_float64_in_the_interpreter(k: int, n: int) -> None:
     # TRITON_INTERPRET must be set before the kernels are defined: a fresh interpreter process.
     # fp16 (the interpreter has no bf16 arithmetic; the GPU bench checks bf16 on the device).
     code = (
         "import json, torch; from trainer.models.frame_matmul import check_kernels; "
-        f"print(json.dumps(check_kernels('cpu', torch.float16, frames=3, n={n})))"
+        f"print(json.dumps(check_kernels('cpu', torch.float16, frames=3, n={n}, k={k})))"
     )
     env = dict(os.environ, TRITON_INTERPRET="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

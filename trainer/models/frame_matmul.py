@@ -30,7 +30,7 @@ try:  # Triton comes with CUDA builds of PyTorch; CPU installs run the torch.bmm
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
-_BM, _BK, _BN = 32, 128, 64  # tile: frame rows (≥ M), reduction (≥ K), output columns per program
+_BM, _BK, _BN = 32, 128, 64  # largest tile: frame rows (≥ M), reduction (≥ K), output columns
 _KERNEL_DTYPES = (torch.bfloat16, torch.float16)
 # Triton's interpreter (TRITON_INTERPRET=1) runs the kernels on the CPU: how the tests check them.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -121,6 +121,11 @@ if triton is not None:
         )
 
 
+def _tile(k: int, n: int) -> tuple[int, int]:
+    """Power-of-two reduction and column tiles (≥ 16, tl.dot's minimum) that fit ``k`` and ``n``."""
+    return max(16, triton.next_power_of_2(k)), max(16, min(_BN, triton.next_power_of_2(n)))
+
+
 def _check(a: Tensor, y: Tensor) -> None:
     if a.dim() != 3 or y.dim() != 3 or a.shape[0] != y.shape[0] or a.shape[2] != y.shape[1]:
         raise ValueError(f"frame_matmul needs [G, M, K] @ [G, K, N], got {list(a.shape)} @ {list(y.shape)}")
@@ -136,8 +141,9 @@ def frame_matmul(a: Tensor, y: Tensor) -> Tensor:
     n = y.shape[2]
     z = torch.empty(g, m, n, device=a.device, dtype=a.dtype)
     if g:
-        grid = (g, triton.cdiv(n, _BN))
-        _forward_kernel[grid](a, y, z, m, k, n, *a.stride(), *y.stride(), *z.stride(), _BM, _BK, _BN)
+        bk, bn = _tile(k, n)
+        grid = (g, triton.cdiv(n, bn))
+        _forward_kernel[grid](a, y, z, m, k, n, *a.stride(), *y.stride(), *z.stride(), _BM, bk, bn)
     return z
 
 
@@ -155,8 +161,9 @@ def frame_matmul_grad_a(dz: Tensor, y: Tensor, k: int) -> Tensor:
     g, m, n = dz.shape
     da = torch.empty(g, m, k, device=dz.device, dtype=dz.dtype)
     if g:
+        bk, bn = _tile(k, n)
         _grad_a_kernel[(g,)](
-            dz, y, da, m, k, n, *dz.stride(), *y.stride(), *da.stride(), _BM, _BK, _BN, triton.cdiv(n, _BN)
+            dz, y, da, m, k, n, *dz.stride(), *y.stride(), *da.stride(), _BM, bk, bn, triton.cdiv(n, bn)
         )
     return da
 
@@ -175,8 +182,9 @@ def frame_matmul_grad_y(a: Tensor, dz: Tensor) -> Tensor:
     n = dz.shape[2]
     dy = torch.empty(g, k, n, device=a.device, dtype=a.dtype)
     if g:
-        grid = (g, triton.cdiv(n, _BN))
-        _grad_y_kernel[grid](a, dz, dy, m, k, n, *a.stride(), *dz.stride(), *dy.stride(), _BM, _BK, _BN)
+        bk, bn = _tile(k, n)
+        grid = (g, triton.cdiv(n, bn))
+        _grad_y_kernel[grid](a, dz, dy, m, k, n, *a.stride(), *dz.stride(), *dy.stride(), _BM, bk, bn)
     return dy
 
 
@@ -202,17 +210,22 @@ frame_matmul.register_autograd(_backward, setup_context=_setup_context)
 
 
 def check_kernels(
-    device: str = "cuda", dtype: torch.dtype = torch.bfloat16, frames: int = 6, n: int = 80, seed: int = 0
+    device: str = "cuda",
+    dtype: torch.dtype = torch.bfloat16,
+    frames: int = 6,
+    n: int = 80,
+    k: int = 75,
+    seed: int = 0,
 ) -> dict[str, float | bool]:
     """Relative errors of the forward and both gradients against float64 ``torch.bmm``.
 
-    Uses SA-GC's shapes (M = 25, K = 75) on random non-contiguous inputs, and ``n`` columns (not a
-    multiple of the tile, so the masks are exercised). ``used_kernels`` says whether the Triton path
-    ran (False: the fallback was checked).
+    Uses SA-GC's shapes (M = 25 rows; K = 75 for the topology product, K = 8…32 and N = 25 for the
+    attention logits) on random non-contiguous inputs; ``n`` not a multiple of the tile exercises
+    the masks. ``used_kernels`` says whether the Triton path ran (False: the fallback was checked).
     """
     g = torch.Generator().manual_seed(seed)
-    a64 = torch.randn(frames, 25, 80, generator=g, dtype=torch.float64)[:, :, :75]  # row stride 80
-    y64 = torch.randn(frames, n, 75, generator=g, dtype=torch.float64).transpose(1, 2)  # K-major
+    a64 = torch.randn(frames, 25, k + 5, generator=g, dtype=torch.float64)[:, :, :k]  # padded row stride
+    y64 = torch.randn(frames, n, k, generator=g, dtype=torch.float64).transpose(1, 2)  # K-major
     dz64 = torch.randn(frames, 25, n, generator=g, dtype=torch.float64)
     a = a64.to(device, dtype).requires_grad_()
     y = y64.to(device, dtype).requires_grad_()
@@ -223,7 +236,7 @@ def check_kernels(
     z_ref.backward(dz64.to(dtype).double())
 
     def rel(x: Tensor, ref: Tensor) -> float:
-        return float((x.detach().double().cpu() - ref).norm() / ref.norm())
+        return float((x.detach().double().cpu() - ref.detach()).norm() / ref.detach().norm())
 
     errors = {"z": rel(z, z_ref), "grad_a": rel(a.grad, a_ref.grad), "grad_y": rel(y.grad, y_ref.grad)}
     return {

@@ -105,7 +105,11 @@ class SelfAttentionGraphConv(nn.Module):
         """Per-frame joint attention ``[B, T, heads, V, V]`` from features ``[B, C, T, V]``."""
         y = self.to_qk(self.attn_norm(x.permute(0, 2, 3, 1)))  # [B, T, V, 2·H·d]
         q, k = y.unflatten(-1, (2, self.heads, self.qk_dim)).permute(3, 0, 1, 4, 2, 5)  # [B, T, H, V, d]
-        return torch.softmax((q @ k.transpose(-1, -2)) * self.scale, dim=-1)
+        b, t, h, v, d = q.shape
+        # Per-frame [V, d] @ [d, V] products: on CUDA the Triton kernels (V = 25, d = C/8 are too
+        # unaligned for cuBLAS's fast kernels), elsewhere torch.bmm.
+        logits = frame_matmul(q.reshape(b * t * h, v, d), k.reshape(b * t * h, v, d).transpose(1, 2))
+        return torch.softmax(logits.view(b, t, h, v, v) * self.scale, dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, t, v = x.shape
