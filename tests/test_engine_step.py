@@ -63,3 +63,14 @@ def test_auto_compile_mode_is_cuda_graphs() -> None:
     assert resolve_compile_mode("auto") == "reduce-overhead"
     assert resolve_compile_mode("default") == "default"
     assert uses_compile("auto", torch.device("cuda")) and not uses_compile("auto", torch.device("cpu"))
+
+
+def test_auto_stays_eager_for_runs_too_short_to_win_back_compilation() -> None:
+    from trainer.engine.step import AUTO_COMPILE_MIN_SAMPLES, choose_compile_mode
+
+    nwucla = 1_000 * 50  # ~1,000 training sequences × 50 epochs
+    ntu120 = 95_001 * 110
+    assert choose_compile_mode("auto", nwucla) == "off"
+    assert choose_compile_mode("auto", ntu120) == "auto"
+    assert choose_compile_mode("auto", AUTO_COMPILE_MIN_SAMPLES) == "auto"
+    assert choose_compile_mode("default", nwucla) == "default"  # an explicit mode is kept

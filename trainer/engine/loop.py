@@ -37,7 +37,15 @@ from trainer.engine.components import (
 from trainer.engine.distributed import DistContext, barrier
 from trainer.engine.metrics import MetricsLogger
 from trainer.engine.schedule import warmup_step_factor
-from trainer.engine.step import autocast_for, make_forward_loss, make_sgd, train_step
+from trainer.engine.step import (
+    autocast_for,
+    choose_compile_mode,
+    make_forward_loss,
+    make_sgd,
+    resolve_compile_mode,
+    train_step,
+    uses_compile,
+)
 
 # Test hook: raise after this optimizer step (simulates a crash for the resume-exactness test).
 FAIL_AT_STEP_ENV = "CROSSGLG_FAIL_AT_STEP"
@@ -60,6 +68,7 @@ class TrainSummary:
     best_epoch: int
     best_val_accuracy: float
     train_time_s: float
+    compile_mode: str = "off"  # what the step ran as (``run.compile`` after the short-run rule)
 
 
 def seed_everything(seed: int) -> None:
@@ -166,11 +175,13 @@ def train(config: Config, run_dir: Path, ctx: DistContext, show_progress: bool =
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    # Compiled forward + loss on CUDA (run.compile); eager on the CPU.
+    # Compiled forward + loss on CUDA (run.compile; auto stays eager for short runs); eager on the CPU.
+    total_samples = steps_per_epoch * bs * ctx.world_size * config.optim.epochs
+    compile_mode = choose_compile_mode(config.run.compile, total_samples)
     forward_loss = make_forward_loss(
         model,
         device,
-        config.run.compile,
+        compile_mode,
         ctx.distributed,
         label_smoothing=config.loss.label_smoothing,
         w_calibrate=config.loss.w_calibrate,
@@ -332,6 +343,7 @@ def train(config: Config, run_dir: Path, ctx: DistContext, show_progress: bool =
         best_epoch=best_epoch,
         best_val_accuracy=best_val,
         train_time_s=elapsed + (time.perf_counter() - t0),
+        compile_mode=resolve_compile_mode(compile_mode) if uses_compile(compile_mode, device) else "off",
     )
 
 

@@ -46,6 +46,20 @@ def uses_compile(compile_mode: str, device: torch.device) -> bool:
     return device.type == "cuda" and compile_mode != "off"
 
 
+# Below this many training samples (epochs × samples per epoch) compiling does not pay for itself:
+# each graph takes ~75–110 s to build on an H200 and the step then runs ~4,200 instead of ~1,100
+# samples/s (docs/performance.md), so it breaks even near 160,000 samples. NW-UCLA's recipe
+# (~1,000 × 50) stays eager; NTU's (95,001 × 110) compiles.
+AUTO_COMPILE_MIN_SAMPLES = 200_000
+
+
+def choose_compile_mode(compile_mode: str, total_samples: int) -> str:
+    """The mode a run of ``total_samples`` training samples uses: ``auto`` → ``off`` for short runs."""
+    if compile_mode == "auto" and total_samples < AUTO_COMPILE_MIN_SAMPLES:
+        return "off"
+    return compile_mode
+
+
 def resolve_compile_mode(compile_mode: str) -> str:
     """``auto`` → ``reduce-overhead`` (Inductor + CUDA graphs); other modes as given."""
     return "reduce-overhead" if compile_mode == "auto" else compile_mode
