@@ -101,10 +101,14 @@ def synthetic_store(num_samples: int, num_classes: int, seed: int = 0) -> Prepar
     return PreparedStore.from_arrays(spec, samples, labels)
 
 
-def build(variant: str, num_classes: int, device: torch.device, seed: int = 0) -> CrossGLG:
+def build(
+    variant: str, num_classes: int, device: torch.device, seed: int = 0, fused: bool = False
+) -> CrossGLG:
+    """The benchmarked model; ``fused``: SA-GC's attention path as one kernel (``fused_attention``)."""
     g2l, l2g = VARIANTS[variant]
     torch.manual_seed(seed)
-    return CrossGLG("infogcn", num_classes, load_spec("ntu120"), g2l=g2l, l2g=l2g).to(device)
+    spec = load_spec("ntu120")
+    return CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, fused_attention=fused).to(device)
 
 
 class Knowledge:
@@ -238,12 +242,18 @@ def short_training(
 
 
 def time_train(
-    args: argparse.Namespace, device: torch.device, store: PreparedStore, variant: str, batch: int, mode: str
+    args: argparse.Namespace,
+    device: torch.device,
+    store: PreparedStore,
+    variant: str,
+    batch: int,
+    mode: str,
+    fused: bool = False,
 ) -> dict[str, float]:
     """Samples/s of the whole step (feeder included) after warm-up (which includes compilation)."""
     torch._dynamo.reset()
     kb = Knowledge(args.classes, device)
-    model = build(variant, args.classes, device)
+    model = build(variant, args.classes, device, fused=fused)
     step = make_step(model, variant, device, mode, "bf16")
     feeder = GPUFeeder(store, np.arange(len(store)), device=device, train=True)
     model.train()
@@ -355,7 +365,8 @@ def main() -> None:
         "--compare",
         nargs="*",
         default=["off", "auto+bmm"],
-        help="other compile modes of crossglg at --compare-batch; MODE+bmm: torch.bmm, no Triton kernels",
+        help="other modes of crossglg at --compare-batch; MODE+bmm: torch.bmm for SA-GC's products; "
+        "MODE+fused: SA-GC's attention as one kernel",
     )
     parser.add_argument("--compare-batch", type=int, default=128, help="batch of the compare section")
     parser.add_argument("--profile-mode", default="off", help="compile mode of the profiled step")
@@ -438,9 +449,9 @@ def main() -> None:
     if "compare" in args.sections:
         mid = args.compare_batch if not args.quick else args.batches[0]
         for label in args.compare:
-            mode, _, kernels = label.partition("+")
-            frame_matmul.set_kernels_enabled(kernels != "bmm")
-            r = time_train(args, device, store, "crossglg", mid, mode)
+            mode, _, flag = label.partition("+")
+            frame_matmul.set_kernels_enabled(flag != "bmm")
+            r = time_train(args, device, store, "crossglg", mid, mode, fused=flag == "fused")
             frame_matmul.set_kernels_enabled(True)
             print(f"train crossglg batch {mid} compile={label}: {r}", flush=True)
             result.setdefault("compare_modes_crossglg", {"batch": mid})[label] = r

@@ -3,7 +3,7 @@
 Why a kernel of our own: NTU's 25 joints make the attention operand's rows 75 (= 25 joints × 3
 heads) elements long, 150 bytes — not a multiple of 16, so cuBLAS falls back to its unaligned
 (``align1``) kernels for the forward and both backward products. On an H200 those took ~25% of the
-whole compiled training step (``bench/results/train_throughput_profile_*.txt``). The Triton kernels
+whole compiled training step (``bench/results/train_throughput_2026-11-22_a.log``). The Triton kernels
 here load each frame's operands with masks into power-of-two tiles (32 × 128 × 64), multiply on the
 tensor cores and write only the valid part, whatever the alignment; one program per frame and
 column block, so every operand is read once.
@@ -24,16 +24,9 @@ import sys
 import torch
 from torch import Tensor
 
-try:  # Triton comes with CUDA builds of PyTorch; CPU installs run the torch.bmm fallback.
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the install
-    triton = None
+from trainer.models.triton_support import tl, triton, triton_applies
 
 _BM, _BK, _BN = 32, 128, 64  # largest tile: frame rows (≥ M), reduction (≥ K), output columns
-_KERNEL_DTYPES = (torch.bfloat16, torch.float16)
-# Triton's interpreter (TRITON_INTERPRET=1) runs the kernels on the CPU: how the tests check them.
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # CROSSGLG_FRAME_MATMUL=bmm turns the kernels off (torch.bmm everywhere), for comparisons.
 _ENABLED = {"kernels": os.environ.get("CROSSGLG_FRAME_MATMUL", "triton") != "bmm"}
 
@@ -45,11 +38,7 @@ def set_kernels_enabled(enabled: bool) -> None:
 
 def kernels_available(*tensors: Tensor) -> bool:
     """Whether the Triton path applies: Triton importable, CUDA half-precision operands, small M, K."""
-    if (
-        triton is None
-        or not _ENABLED["kernels"]
-        or not all((t.is_cuda or _INTERPRET) and t.dtype in _KERNEL_DTYPES for t in tensors)
-    ):
+    if not _ENABLED["kernels"] or not triton_applies(*tensors):
         return False
     a = tensors[0]
     return a.shape[1] <= _BM and a.shape[2] <= _BK

@@ -37,6 +37,7 @@ from trainer.models.base import SkeletonEncoder, TemporalConvBN, bn_init, conv_i
 from trainer.models.frame_matmul import frame_matmul
 from trainer.models.graph import SkeletonGraph
 from trainer.models.registry import register_encoder
+from trainer.models.sagc_attention import sagc_attention
 
 
 def pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
@@ -74,9 +75,12 @@ class SelfAttentionGraphConv(nn.Module):
     einsum, one convolution over the ``heads × in_channels`` stacked features.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, num_joints: int, heads: int = 3):
+    def __init__(
+        self, in_channels: int, out_channels: int, num_joints: int, heads: int = 3, fused: bool = False
+    ):
         super().__init__()
         self.heads = heads
+        self.fused = fused  # one kernel for the attention path (trainer/models/sagc_attention.py)
         self.qk_dim = max(in_channels // 8, 1)
         self.scale = self.qk_dim**-0.5
         self.attn_norm = nn.LayerNorm(in_channels)
@@ -114,16 +118,21 @@ class SelfAttentionGraphConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, c, t, v = x.shape
         h, out = self.heads, self.bn.num_features
-        topology = self.attention(x) * self.shared_topology  # [B, T, H, V, V]
         # Σ_h W_h (A_h x) = Σ_h A_h (x W_hᵀ): the channel mixing acts on C and the topology on V, so
         # they commute. Mixing first is one GEMM over the channels-last rows giving [B, T, V, H·C']
         # laid out (joint j, head h) per row — exactly the [(j, h), C'] operand of one batched
         # product with the topology arranged [i, (j, h)]. No copy of the features, only of the
         # (smaller) attention maps.
         weight = self.mix.weight.view(out, h, c).transpose(0, 1).reshape(h * out, c)
-        y = F.linear(x.permute(0, 2, 3, 1), weight)  # [B, T, V, H·C']
-        a = topology.permute(0, 1, 3, 4, 2).reshape(b * t, v, v * h).to(y.dtype)  # [B·T, i, (j, h)]
-        z = frame_matmul(a, y.reshape(b * t, v * h, out)) + self.mix.bias.to(y.dtype)  # [B·T, V, C']
+        y = F.linear(x.permute(0, 2, 3, 1), weight).reshape(b * t, v * h, out)  # [B·T, (j, h), C']
+        if self.fused:
+            qk = self.to_qk(self.attn_norm(x.permute(0, 2, 3, 1))).reshape(b * t, v, -1)
+            z = sagc_attention(qk, self.shared_topology, y, h, self.scale)
+        else:
+            topology = self.attention(x) * self.shared_topology  # [B, T, H, V, V]
+            a = topology.permute(0, 1, 3, 4, 2).reshape(b * t, v, v * h).to(y.dtype)  # [B·T, i, (j, h)]
+            z = frame_matmul(a, y)
+        z = z + self.mix.bias.to(z.dtype)  # [B·T, V, C']
         z = z.view(b, t, v, out).permute(0, 3, 1, 2)  # [B, C', T, V], channels-last
         shortcut = x if isinstance(self.down, nn.Identity) else self.down[1](pointwise(self.down[0], x))
         return F.relu(self.bn(z) + shortcut)
@@ -172,10 +181,18 @@ class MultiScaleTemporalConv(nn.Module):
 class InfoGCNBlock(nn.Module):
     """Encoding block: SA-GC → (optional joint re-weighting) → multi-scale TCN, plus a shortcut."""
 
-    def __init__(self, in_channels: int, out_channels: int, num_joints: int, stride: int = 1, heads: int = 3):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_joints: int,
+        stride: int = 1,
+        heads: int = 3,
+        fused_attention: bool = False,
+    ):
         super().__init__()
         self.out_channels = out_channels
-        self.gc = SelfAttentionGraphConv(in_channels, out_channels, num_joints, heads)
+        self.gc = SelfAttentionGraphConv(in_channels, out_channels, num_joints, heads, fused_attention)
         self.tcn = MultiScaleTemporalConv(out_channels, stride)
         if in_channels == out_channels and stride == 1:
             self.residual: nn.Module = nn.Identity()
@@ -212,6 +229,8 @@ class InfoGCN(SkeletonEncoder):
         noise_ratio: scale of ``logvar`` in the training-time sampling of ``z`` (official default 0.5).
         dropout: dropout on the head's hidden feature.
         prior_gain: gain of the orthogonal class prior (official default 3).
+        fused_attention: compute each SA-GC's attention path with the fused per-frame kernel
+            (:mod:`trainer.models.sagc_attention`; same function, not yet timed on a GPU).
     """
 
     def __init__(
@@ -226,6 +245,7 @@ class InfoGCN(SkeletonEncoder):
         noise_ratio: float = 0.5,
         dropout: float = 0.0,
         prior_gain: float = 3.0,
+        fused_attention: bool = False,
     ):
         super().__init__()
         v = graph.num_joints
@@ -241,7 +261,7 @@ class InfoGCN(SkeletonEncoder):
         blocks, c_in = [], base_channels
         for mult, stride in INFOGCN_CHANNELS:
             c_out = mult * base_channels // 64
-            blocks.append(InfoGCNBlock(c_in, c_out, v, stride, heads))
+            blocks.append(InfoGCNBlock(c_in, c_out, v, stride, heads, fused_attention))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
         self.feature_dim = c_in

@@ -1,0 +1,276 @@
+"""SA-GC's whole attention path as one kernel per frame, forward and backward (opt-in, not yet timed).
+
+For one frame ``g`` (a batch element at one time step) and heads ``h``::
+
+    P_h = softmax(scale · q_h k_hᵀ)            q_h, k_h: [V, d] rows of the to_qk projection
+    z   = Σ_h (P_h ⊙ A_h) @ y_h                A_h: the shared topology [V, V]; y_h: [V, C'] mixed features
+
+The unfused layer (:class:`trainer.models.infogcn.SelfAttentionGraphConv` with ``fused=False``)
+writes every ``P_h`` to memory in fp32, multiplies, permutes and casts it, and keeps it for the
+backward — per frame and block about as many bytes as the features, several times over. Here each
+program recomputes the 25 × 25 maps of its frame in registers (flash-attention style: V = 25 fits on
+chip), in the forward and again in the backward, and the maps never reach memory. The gradient of
+the shared topology is summed over a group of frames in registers, then added once per program.
+
+Measured: correctness only (tests, Triton's interpreter, against the PyTorch reference below).
+Speed on a GPU: not yet — enable it with ``model.options={fused_attention: true}`` or
+``bench/train_throughput.py --compare auto+fused`` (docs/performance.md, next steps).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from trainer.models.triton_support import tl, triton, triton_applies
+
+_BV = 32  # joints per tile (V ≤ 32)
+_BN = 64  # feature columns per tile
+_FRAMES = 8  # frames per backward program (the topology gradient is summed over them first)
+
+
+def reference(qk: Tensor, topology: Tensor, y: Tensor, heads: int, scale: float) -> Tensor:
+    """The same function in PyTorch (the fallback and the tests' reference).
+
+    Args:
+        qk: ``[G, V, 2·H·d]`` query/key rows (layout ``(q|k, head, d)``, as the to_qk Linear gives).
+        topology: ``[H, V, V]`` shared topology.
+        y: ``[G, V·H, C']`` mixed features, row ``j·H + h`` = joint ``j`` of head ``h``.
+        heads: H.
+        scale: logit scale (``d^-1/2``).
+
+    Returns:
+        ``[G, V, C']`` in ``y``'s dtype.
+    """
+    g, v, width = qk.shape
+    d = width // (2 * heads)
+    q, k = qk.view(g, v, 2, heads, d).permute(2, 0, 3, 1, 4)  # [G, H, V, d]
+    wide = torch.promote_types(qk.dtype, torch.float32)  # softmax in ≥ fp32, as under autocast
+    p = torch.softmax((q @ k.transpose(-1, -2)).to(wide) * scale, dim=-1)
+    m = (p * topology.to(wide)).to(y.dtype)
+    yh = y.view(g, v, heads, -1).transpose(1, 2)  # [G, H, V, C']
+    return (m @ yh).sum(dim=1).to(y.dtype)
+
+
+def kernels_apply(qk: Tensor, topology: Tensor, y: Tensor, heads: int) -> bool:
+    """Triton path: half-precision CUDA ``qk``/``y``, V ≤ 32, d ≤ 64."""
+    d = qk.shape[2] // (2 * heads)
+    return triton_applies(qk, y) and qk.shape[1] <= _BV and d <= 64 and (topology.is_cuda or not qk.is_cuda)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _scores(qk_ptr, g, rv, rd, vmask, qmask, h, scale, D, sqg, sqv, sqc, H: tl.constexpr):
+        """Softmax rows of one frame and head, fp32 ``[BV, BV]``, and its q, k tiles.
+
+        ``qmask`` masks the q/k loads (all false for a frame past the end: q = k = 0 gives finite,
+        uniform rows, harmless since that frame's output gradient is loaded as zeros); ``vmask``
+        masks the key columns past V.
+        """
+        base = qk_ptr + g * sqg + rv[:, None] * sqv
+        q = tl.load(base + (h * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
+        k = tl.load(base + ((H + h) * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
+        s = tl.dot(q, tl.trans(k)) * scale
+        s = tl.where(vmask[None, :], s, float("-inf"))
+        p = tl.exp(s - tl.max(s, axis=1)[:, None])
+        return p / tl.sum(p, axis=1)[:, None], q, k
+
+    @triton.jit
+    def _forward_kernel(
+        qk_ptr, topo_ptr, y_ptr, z_ptr, V, N, D, scale,
+        sqg, sqv, sqc, sth, sti, stj, syg, syr, syn, szg, szv, szn,
+        H: tl.constexpr, BV: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+    ):  # fmt: skip
+        g = tl.program_id(0).to(tl.int64)
+        rv = tl.arange(0, BV)
+        rd = tl.arange(0, BD)
+        rn = tl.program_id(1) * BN + tl.arange(0, BN)
+        vmask = rv < V
+        qmask = vmask[:, None] & (rd[None, :] < D)
+        ymask = vmask[:, None] & (rn[None, :] < N)
+        acc = tl.zeros((BV, BN), dtype=tl.float32)
+        for h in tl.static_range(H):
+            p, q, k = _scores(qk_ptr, g, rv, rd, vmask, qmask, h, scale, D, sqg, sqv, sqc, H)
+            tmask = vmask[:, None] & vmask[None, :]
+            topo = tl.load(topo_ptr + h * sth + rv[:, None] * sti + rv[None, :] * stj, mask=tmask, other=0.0)
+            m = (p * topo).to(y_ptr.dtype.element_ty)
+            yh = tl.load(
+                y_ptr + g * syg + (rv[:, None] * H + h) * syr + rn[None, :] * syn, mask=ymask, other=0.0
+            )
+            acc += tl.dot(m, yh)
+        tl.store(
+            z_ptr + g * szg + rv[:, None] * szv + rn[None, :] * szn, acc.to(z_ptr.dtype.element_ty), ymask
+        )
+
+    @triton.jit
+    def _backward_kernel(
+        qk_ptr, topo_ptr, y_ptr, dz_ptr, dqk_ptr, dtopo_ptr, dy_ptr, G, V, N, D, scale,
+        sqg, sqv, sqc, sth, sti, stj, syg, syr, syn, sdg, sdv, sdn,
+        s2g, s2v, s2c, s3g, s3r, s3n,
+        H: tl.constexpr, BV: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+        N_BLOCKS: tl.constexpr, FRAMES: tl.constexpr,
+    ):  # fmt: skip
+        pid = tl.program_id(0)
+        rv = tl.arange(0, BV)
+        rd = tl.arange(0, BD)
+        vmask = rv < V
+        tmask = vmask[:, None] & vmask[None, :]
+        qmask = vmask[:, None] & (rd[None, :] < D)
+        for h in tl.static_range(H):
+            topo = tl.load(topo_ptr + h * sth + rv[:, None] * sti + rv[None, :] * stj, mask=tmask, other=0.0)
+            dtopo = tl.zeros((BV, BV), dtype=tl.float32)
+            for f in range(FRAMES):
+                g = (pid * FRAMES + f).to(tl.int64)
+                live = g < G
+                p, q, k = _scores(qk_ptr, g, rv, rd, vmask, qmask & live, h, scale, D, sqg, sqv, sqc, H)
+                m = (p * topo).to(y_ptr.dtype.element_ty)
+                dm = tl.zeros((BV, BV), dtype=tl.float32)
+                for nb in tl.static_range(N_BLOCKS):
+                    rn = nb * BN + tl.arange(0, BN)
+                    nmask = vmask[:, None] & (rn[None, :] < N) & live
+                    dz = tl.load(
+                        dz_ptr + g * sdg + rv[:, None] * sdv + rn[None, :] * sdn, mask=nmask, other=0.0
+                    )
+                    yrow = (rv[:, None] * H + h) * syr + rn[None, :] * syn
+                    yh = tl.load(y_ptr + g * syg + yrow, mask=nmask, other=0.0)
+                    dm += tl.dot(dz, tl.trans(yh))
+                    dyh = tl.dot(tl.trans(m), dz)
+                    dyrow = (rv[:, None] * H + h) * s3r + rn[None, :] * s3n
+                    tl.store(dy_ptr + g * s3g + dyrow, dyh.to(dy_ptr.dtype.element_ty), nmask)
+                dtopo += dm * p
+                dp = dm * topo
+                ds = (p * (dp - tl.sum(dp * p, axis=1)[:, None]) * scale).to(qk_ptr.dtype.element_ty)
+                dq = tl.dot(ds, k)
+                dk = tl.dot(tl.trans(ds), q)
+                base = dqk_ptr + g * s2g + rv[:, None] * s2v
+                tl.store(base + (h * D + rd[None, :]) * s2c, dq.to(dqk_ptr.dtype.element_ty), qmask & live)
+                tl.store(
+                    base + ((H + h) * D + rd[None, :]) * s2c, dk.to(dqk_ptr.dtype.element_ty), qmask & live
+                )
+            tl.atomic_add(dtopo_ptr + h * V * V + rv[:, None] * V + rv[None, :], dtopo, mask=tmask)
+
+
+def _tiles(d: int) -> int:
+    return max(16, triton.next_power_of_2(d))
+
+
+def sagc_attention(qk: Tensor, topology: Tensor, y: Tensor, heads: int, scale: float) -> Tensor:
+    """``Σ_h (softmax(scale·q_h k_hᵀ) ⊙ A_h) @ y_h`` per frame (see :func:`reference` for the shapes).
+
+    The Triton kernels where they apply (:func:`kernels_apply`), else :func:`reference` (PyTorch's
+    own autograd).
+    """
+    if kernels_apply(qk, topology, y, heads):
+        return _sagc_attention_op(qk, topology, y, heads, scale)
+    return reference(qk, topology, y, heads, scale)
+
+
+@torch.library.custom_op("crossglg::sagc_attention", mutates_args=())
+def _sagc_attention_op(qk: Tensor, topology: Tensor, y: Tensor, heads: int, scale: float) -> Tensor:
+    g, v, width = qk.shape
+    d, n = width // (2 * heads), y.shape[2]
+    z = torch.empty(g, v, n, device=y.device, dtype=y.dtype)
+    if g:
+        grid = (g, triton.cdiv(n, _BN))
+        _forward_kernel[grid](
+            qk, topology, y, z, v, n, d, scale, *qk.stride(), *topology.stride(), *y.stride(), *z.stride(),
+            heads, _BV, _tiles(d), _BN,
+        )  # fmt: skip
+    return z
+
+
+@_sagc_attention_op.register_fake
+def _sagc_attention_fake(qk: Tensor, topology: Tensor, y: Tensor, heads: int, scale: float) -> Tensor:
+    return y.new_empty(qk.shape[0], qk.shape[1], y.shape[2])
+
+
+@torch.library.custom_op("crossglg::sagc_attention_backward", mutates_args=())
+def sagc_attention_backward(
+    qk: Tensor, topology: Tensor, y: Tensor, dz: Tensor, heads: int, scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients ``(d qk, d topology, d y)`` of the kernel path for the output gradient ``dz``."""
+    g, v, width = qk.shape
+    d, n = width // (2 * heads), y.shape[2]
+    dz = dz.to(y.dtype)
+    dqk = torch.empty_like(qk, memory_format=torch.contiguous_format)
+    dy = torch.empty_like(y, memory_format=torch.contiguous_format)
+    dtopo = torch.zeros(heads, v, v, device=qk.device, dtype=torch.float32)
+    if g:
+        _backward_kernel[(triton.cdiv(g, _FRAMES),)](
+            qk, topology, y, dz, dqk, dtopo, dy, g, v, n, d, scale,
+            *qk.stride(), *topology.stride(), *y.stride(), *dz.stride(), *dqk.stride(), *dy.stride(),
+            heads, _BV, _tiles(d), _BN, triton.cdiv(n, _BN), _FRAMES,
+        )  # fmt: skip
+    return dqk, dtopo.to(topology.dtype), dy
+
+
+@sagc_attention_backward.register_fake
+def _backward_fake(
+    qk: Tensor, topology: Tensor, y: Tensor, dz: Tensor, heads: int, scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    return torch.empty_like(qk), torch.empty_like(topology), torch.empty_like(y)
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    qk, topology, y, heads, scale = inputs
+    ctx.save_for_backward(qk, topology, y)
+    ctx.heads, ctx.scale = heads, scale
+
+
+def _backward(ctx, dz: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:  # noqa: ANN001
+    qk, topology, y = ctx.saved_tensors
+    dqk, dtopo, dy = sagc_attention_backward(qk, topology, y, dz, ctx.heads, ctx.scale)
+    return dqk, dtopo, dy, None, None
+
+
+_sagc_attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def check_kernels(
+    device: str = "cuda",
+    dtype: torch.dtype = torch.bfloat16,
+    frames: int = 11,
+    d: int = 8,
+    n: int = 80,
+    heads: int = 3,
+    seed: int = 0,
+) -> dict[str, float | bool]:
+    """Relative errors of the output and the three gradients against the float64 reference.
+
+    ``frames`` not a multiple of the backward's frame group and ``n`` not a multiple of the column
+    tile exercise the masks; the inputs are strided views. ``used_kernels``: whether Triton ran.
+    """
+    g = torch.Generator().manual_seed(seed)
+    v = 25
+    qk64 = torch.randn(frames, v, 2 * heads * d + 4, generator=g, dtype=torch.float64)[:, :, : 2 * heads * d]
+    topo64 = torch.randn(heads, v, v, generator=g, dtype=torch.float64)
+    y64 = torch.randn(frames, v * heads, n, generator=g, dtype=torch.float64)
+    dz64 = torch.randn(frames, v, n, generator=g, dtype=torch.float64)
+    scale = d**-0.5
+    qk = qk64.to(device, dtype).requires_grad_()
+    topo = topo64.to(device, torch.float32).requires_grad_()
+    y = y64.to(device, dtype).requires_grad_()
+    z = sagc_attention(qk, topo, y, heads, scale)
+    z.backward(dz64.to(device, dtype))
+    leaves = [t.detach().double().cpu().requires_grad_() for t in (qk, topo, y)]
+    z_ref = reference(*leaves, heads, scale)
+    z_ref.backward(dz64.to(dtype).double())
+
+    def rel(x: Tensor, ref: Tensor) -> float:
+        return float((x.detach().double().cpu() - ref.detach()).norm() / ref.detach().norm())
+
+    grads = (qk.grad, topo.grad, y.grad)
+    errors = {
+        "z": rel(z, z_ref),
+        **{
+            f"grad_{k}": rel(a, b.grad)
+            for k, a, b in zip(("qk", "topology", "y"), grads, leaves, strict=True)
+        },
+    }
+    finite = all(bool(t.isfinite().all()) for t in (z, *grads))
+    return {
+        **errors,
+        "used_kernels": kernels_apply(qk.detach(), topo.detach(), y.detach(), heads),
+        "finite": finite,
+    }
