@@ -214,15 +214,20 @@ def gradient_check(args: argparse.Namespace, device: torch.device, store: Prepar
 
 
 def short_training(
-    args: argparse.Namespace, device: torch.device, store: PreparedStore, precision: str, mode: str
+    args: argparse.Namespace,
+    device: torch.device,
+    store: PreparedStore,
+    precision: str,
+    mode: str,
+    seed: int = 1,
 ) -> float:
-    """Accuracy on held-out synthetic samples after ``args.train_steps`` CrossGLG steps from one seed."""
+    """Accuracy on held-out synthetic samples after ``args.train_steps`` CrossGLG steps from ``seed``."""
     n = len(store)
     train_idx, test_idx = np.arange(n // 5, n), np.arange(n // 5)
     kb = Knowledge(args.classes, device)
-    model = build("crossglg", args.classes, device, seed=1)
+    model = build("crossglg", args.classes, device, seed=seed)
     step = make_step(model, "crossglg", device, mode, precision)
-    feeder = GPUFeeder(store, train_idx, device=device, train=True, seed=1)
+    feeder = GPUFeeder(store, train_idx, device=device, train=True, seed=seed)
     done, epoch = 0, 0
     model.train()
     while done < args.train_steps:
@@ -376,13 +381,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=6000, help="synthetic store size")
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--check-batch", type=int, default=64)
-    parser.add_argument("--train-steps", type=int, default=150, help="steps of the short training check")
+    parser.add_argument("--train-steps", type=int, default=600, help="steps of the short training check")
+    parser.add_argument("--short-seeds", type=int, default=3, help="seeds of the short training check")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     if args.quick:
         args.batches, args.eval_sizes = [4], [8]
         args.steps, args.warmup, args.eval_batches, args.samples = 2, 1, 2, 64
-        args.classes, args.check_batch, args.train_steps = 5, 4, 3
+        args.classes, args.check_batch, args.train_steps, args.short_seeds = 5, 4, 3, 2
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     if cuda:
@@ -439,11 +445,23 @@ def main() -> None:
         save()
     if "short" in args.sections:
         t = time.perf_counter()
-        acc = {
-            "fp32_eager": short_training(args, device, store, "fp32", "off"),
-            "fast": short_training(args, device, store, "bf16", args.compile),
+        # Each path from the same seeds (same init, same batches): the gap between the paths is
+        # judged against the spread over seeds.
+        seeds = range(1, args.short_seeds + 1)
+        runs = {
+            "fp32_eager": [short_training(args, device, store, "fp32", "off", s) for s in seeds],
+            "fast": [short_training(args, device, store, "bf16", args.compile, s) for s in seeds],
         }
-        result["short_training_accuracy"] = {"steps": args.train_steps, "batch": args.check_batch, **acc}
+        acc = {k: float(np.mean(v)) for k, v in runs.items()}
+        spread = {f"{k}_std": float(np.std(v)) for k, v in runs.items()}
+        result["short_training_accuracy"] = {
+            "steps": args.train_steps,
+            "batch": args.check_batch,
+            "seeds": len(seeds),
+            **acc,
+            **spread,
+            "per_seed": runs,
+        }
         print(f"short training accuracy {acc} ({time.perf_counter() - t:.0f} s)", flush=True)
         save()
     if "compare" in args.sections:
@@ -510,9 +528,11 @@ def summary_table(result: dict[str, Any], cuda: bool) -> str:
         )
     acc = result.get("short_training_accuracy")
     if acc:
+        seeds = acc.get("seeds", 1)
+        std = {k: f" ± {acc[f'{k}_std']:.3f}" if f"{k}_std" in acc else "" for k in ("fp32_eager", "fast")}
         lines.append(
-            f"short training ({acc['steps']} steps): accuracy fp32 eager {acc['fp32_eager']:.3f}, "
-            f"fast {acc['fast']:.3f}"
+            f"short training ({acc['steps']} steps, {seeds} seed(s)): accuracy fp32 eager "
+            f"{acc['fp32_eager']:.3f}{std['fp32_eager']}, fast {acc['fast']:.3f}{std['fast']}"
         )
     if result.get("ceilings"):
         lines.append(f"ceilings measured: {result['ceilings']}")
