@@ -72,7 +72,8 @@ class SelfAttentionGraphConv(nn.Module):
     ``out = ReLU(BN(Σ_h W_h (S_h ⊙ A_h) x) + down(x))`` with ``S_h`` the softmax attention of head
     ``h`` computed per frame from the layer-normed joint features, ``A_h`` the shared learnable
     topology (identity at init) and ``W_h`` a 1×1 convolution. The heads are evaluated together: one
-    einsum, one convolution over the ``heads × in_channels`` stacked features.
+    GEMM mixes the channels for all heads, one per-frame product applies all topologies (see
+    :meth:`forward`); ``fused=True`` computes the attention maps and that product in one kernel.
     """
 
     def __init__(
