@@ -220,8 +220,8 @@ def test_logs_filters_and_json() -> None:
 def test_db_commands(_isolated_home: Path) -> None:
     assert kbgen("db", "path").stdout.strip() == str(_isolated_home / "kbgen.db")
     assert "blank" in kbgen("db", "current").stdout
-    assert kbgen("db", "upgrade").stdout.strip().endswith("at revision 0001 (head)")
-    assert kbgen("db", "current").stdout.strip() == "0001 (head)"
+    assert kbgen("db", "upgrade").stdout.strip().endswith("at revision 0002 (head)")
+    assert kbgen("db", "current").stdout.strip() == "0002 (head)"
     other = _isolated_home / "elsewhere.db"
     assert kbgen("db", "path", "--db", str(other)).stdout.strip() == str(other)
     assert (

@@ -24,7 +24,7 @@ def test_blank_database_upgrades_to_head_without_drift(tmp_path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'blank.db'}")
     assert current_revision(engine) is None
     upgrade_to_head(engine)
-    assert current_revision(engine) == head_revision() == "0001"
+    assert current_revision(engine) == head_revision() == "0002"
     assert set(inspect(engine).get_table_names()) >= TABLES
     with engine.connect() as conn:
         # What `alembic check` does: compare the migrated schema with the models.
@@ -33,7 +33,7 @@ def test_blank_database_upgrades_to_head_without_drift(tmp_path) -> None:
     indexes = {ix["name"] for ix in inspect(engine).get_indexes("descriptions")}
     assert {"uq_descriptions_current_global", "uq_descriptions_current_joint"} <= indexes
     upgrade_to_head(engine)  # idempotent
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == head_revision()
 
 
 def test_downgrade_to_base_and_up_again(tmp_path) -> None:

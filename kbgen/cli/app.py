@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "kbgen.cli.transfer",
     "kbgen.cli.db",
     "kbgen.cli.keyjoints",
+    "kbgen.cli.runs",
 ]
 
 

@@ -126,6 +126,12 @@ class Run(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="running")
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The process that owns a running row, so a run whose process died (SIGKILL, power cut) can
+    # be told from one still working. NULL on rows from before migration 0002.
+    pid: Mapped[int | None] = mapped_column(Integer)
+    hostname: Mapped[str | None] = mapped_column(String(255))
+
+    dataset: Mapped[Dataset | None] = relationship()
 
 
 class LlmCall(Base):

@@ -20,14 +20,15 @@ parameters whose names look like credentials, so an API key never reaches the da
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, false, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, case, false, func, or_, select
+from sqlalchemy.orm import Session, selectinload
 
 from dataspec import DatasetSpec, SpecError, normalize_class_id
 from kbgen.llm.endpoint import endpoint_host
@@ -48,6 +49,7 @@ from kbgen.store.models import (
     Template,
     utcnow,
 )
+from kbgen.store.owner import owner_is_gone, this_host
 
 # Parameter names that may carry a credential; their values are never stored.
 _SECRET_PARAM = re.compile(r"(api[_-]?key|secret|password|passwd|authorization|auth[_-]?token|bearer)", re.I)
@@ -175,7 +177,12 @@ def start_run(
     endpoint: str | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> Run:
-    """A new run row (status ``running``); ``endpoint`` may be a full URL, only its host is kept."""
+    """A new run row (status ``running``), owned by this process (pid and host name).
+
+    ``endpoint`` may be a full URL, only its host is kept. Runs left ``running`` by dead
+    processes of this host are marked ``interrupted`` first (:func:`mark_dead_runs`).
+    """
+    mark_dead_runs(session)
     run = Run(
         dataset_id=dataset.id if dataset is not None else None,
         kind=kind,
@@ -183,6 +190,8 @@ def start_run(
         endpoint_host=endpoint_host(endpoint),
         params=scrub_params(params),
         status="running",
+        pid=os.getpid(),
+        hostname=this_host(),
     )
     session.add(run)
     session.flush()
@@ -196,6 +205,55 @@ def finish_run(session: Session, run: Run, status: str, summary: Mapping[str, An
     run.finished_at = utcnow()
     session.flush()
     return run
+
+
+def mark_dead_runs(session: Session) -> list[Run]:
+    """Mark ``interrupted`` the ``running`` runs whose owner process on this host is gone; returns them.
+
+    One query of the running rows of this host. ``finished_at`` stays NULL (nobody saw the end)
+    and ``summary["reason"]`` says why. Rows of other hosts, whose processes cannot be checked,
+    and rows from before migration 0002 (no pid) are left as they are.
+    """
+    host = this_host()
+    running = session.scalars(
+        select(Run).where(Run.status == "running", Run.hostname == host, Run.pid.is_not(None))
+    )
+    dead = [run for run in running if run.pid is not None and owner_is_gone(run.pid, run.started_at)]
+    for run in dead:
+        run.status = "interrupted"
+        run.summary = {**(run.summary or {}), "reason": f"process {run.pid} on {host} is gone"}
+    if dead:
+        session.flush()
+    return dead
+
+
+def list_runs(session: Session, *, dataset: Dataset | None = None, limit: int | None = 10) -> list[Run]:
+    """The most recent runs first, optionally of one dataset; ``limit=None`` is all."""
+    query = select(Run).options(selectinload(Run.dataset)).order_by(Run.id.desc())
+    if dataset is not None:
+        query = query.where(Run.dataset_id == dataset.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+class CallCounts(NamedTuple):
+    """LLM calls stored for one run: all attempts, and the good ones."""
+
+    calls: int
+    ok: int
+
+
+def run_call_counts(session: Session, run_ids: Sequence[int]) -> dict[int, CallCounts]:
+    """Calls stored per run (one grouped query); runs without calls are absent."""
+    if not run_ids:
+        return {}
+    rows = session.execute(
+        select(LlmCall.run_id, func.count(), func.sum(case((LlmCall.status == "ok", 1), else_=0)))
+        .where(LlmCall.run_id.in_(run_ids))
+        .group_by(LlmCall.run_id)
+    )
+    return {run_id: CallCounts(calls, ok or 0) for run_id, calls, ok in rows if run_id is not None}
 
 
 def record_call(
