@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
+from triton_helpers import HAS_TRITON, NO_TRITON_REASON, run_in_interpreter
 
 from trainer.models.frame_matmul import frame_matmul, kernels_available
-
-HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def test_cpu_fallback_is_bmm_forward_and_backward() -> None:
@@ -33,7 +26,7 @@ def test_shape_mismatch_is_one_clear_error() -> None:
         frame_matmul(torch.zeros(2, 25, 75), torch.zeros(2, 74, 8))
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (it comes with CUDA builds of torch)")
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
 # topology product (K = 75): one tile, a masked tail, several column blocks; attention logits
 # (K = d = 8 or 32, N = 25 joints)
 @pytest.mark.parametrize("k, n", [(75, 64), (75, 80), (75, 200), (8, 25), (32, 25)])
@@ -44,9 +37,7 @@ def test_triton_kernels_match_float64_in_the_interpreter(k: int, n: int) -> None
         "import json, torch; from trainer.models.frame_matmul import check_kernels; "
         f"print(json.dumps(check_kernels('cpu', torch.float16, frames=3, n={n}, k={k})))"
     )
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_in_interpreter(code)
     assert result["used_kernels"] is True, result
     assert result["finite"] is True
     for key in ("z", "grad_a", "grad_y"):

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch import nn
+from triton_helpers import HAS_TRITON, NO_TRITON_REASON, run_in_interpreter
 
 from trainer.models.infogcn import SelfAttentionGraphConv
 from trainer.models.sagc_attention import kernels_apply
-
-HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 @pytest.mark.parametrize("c_in, c_out", [(16, 16), (16, 32)])
@@ -40,7 +33,7 @@ def test_fused_layer_computes_the_unfused_function_and_gradients(c_in: int, c_ou
     assert not kernels_apply(x.reshape(12, 25, -1), plain.shared_topology, x, 3)  # CPU fp64: PyTorch
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (it comes with CUDA builds of torch)")
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
 @pytest.mark.parametrize("d, n, frames", [(8, 80, 11), (32, 64, 8), (16, 200, 3)])
 def test_fused_kernels_match_float64_in_the_interpreter(d: int, n: int, frames: int) -> None:
     # frames 11 and 3: a partial group of the backward's 8 frames; n 80, 200: masked column tails.
@@ -48,15 +41,13 @@ def test_fused_kernels_match_float64_in_the_interpreter(d: int, n: int, frames: 
         "import json, torch; from trainer.models.sagc_attention import check_kernels; "
         f"print(json.dumps(check_kernels('cpu', torch.float16, frames={frames}, d={d}, n={n})))"
     )
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_in_interpreter(code)
     assert result["used_kernels"] is True and result["finite"] is True, result
     for key in ("z", "grad_qk", "grad_topology", "grad_y"):
         assert result[key] < 2e-3, (key, result)
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="triton not installed (it comes with CUDA builds of torch)")
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
 def test_kernel_ops_trace_through_aot_autograd_in_one_graph() -> None:
     # torch.compile sees both custom ops through their fake (meta) functions and registered
     # backwards: AOTAutograd with fullgraph=True must give the eager gradients exactly.
@@ -81,7 +72,5 @@ print(json.dumps({
     "frame_matmul": grads(frame_matmul, [(4, 25, 75), (4, 75, 64)]),
 }))
 """
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_in_interpreter(code)
     assert result == {"sagc": 0.0, "frame_matmul": 0.0}, result

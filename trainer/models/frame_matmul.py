@@ -24,7 +24,7 @@ import sys
 import torch
 from torch import Tensor
 
-from trainer.models.triton_support import tl, triton, triton_applies
+from trainer.models.triton_support import relative_error, tl, triton, triton_applies
 
 _BM, _BK, _BN = 32, 128, 64  # largest tile: frame rows (≥ M), reduction (≥ K), output columns
 # CROSSGLG_FRAME_MATMUL=bmm turns the kernels off (torch.bmm everywhere), for comparisons.
@@ -224,10 +224,11 @@ def check_kernels(
     z_ref = torch.bmm(a_ref, y_ref)
     z_ref.backward(dz64.to(dtype).double())
 
-    def rel(x: Tensor, ref: Tensor) -> float:
-        return float((x.detach().double().cpu() - ref.detach()).norm() / ref.detach().norm())
-
-    errors = {"z": rel(z, z_ref), "grad_a": rel(a.grad, a_ref.grad), "grad_y": rel(y.grad, y_ref.grad)}
+    errors = {
+        "z": relative_error(z, z_ref),
+        "grad_a": relative_error(a.grad, a_ref.grad),
+        "grad_y": relative_error(y.grad, y_ref.grad),
+    }
     return {
         **errors,
         "used_kernels": kernels_available(a.detach(), y.detach()),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from trainer.models.triton_support import tl, triton, triton_applies
+from trainer.models.triton_support import relative_error, tl, triton, triton_applies
 
 _BV = 32  # joints per tile (V ≤ 32)
 _BN = 64  # feature columns per tile
@@ -257,14 +257,11 @@ def check_kernels(
     z_ref = reference(*leaves, heads, scale)
     z_ref.backward(dz64.to(dtype).double())
 
-    def rel(x: Tensor, ref: Tensor) -> float:
-        return float((x.detach().double().cpu() - ref.detach()).norm() / ref.detach().norm())
-
     grads = (qk.grad, topo.grad, y.grad)
     errors = {
-        "z": rel(z, z_ref),
+        "z": relative_error(z, z_ref),
         **{
-            f"grad_{k}": rel(a, b.grad)
+            f"grad_{k}": relative_error(a, b.grad)
             for k, a, b in zip(("qk", "topology", "y"), grads, leaves, strict=True)
         },
     }

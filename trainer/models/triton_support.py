@@ -27,3 +27,9 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 def triton_applies(*tensors: Tensor) -> bool:
     """Triton is importable and every tensor is a bf16/fp16 CUDA tensor (any device when interpreting)."""
     return triton is not None and all((t.is_cuda or INTERPRET) and t.dtype in HALF_DTYPES for t in tensors)
+
+
+def relative_error(x: Tensor, ref: Tensor) -> float:
+    """``‖x − ref‖ / ‖ref‖`` in float64 on the CPU (the kernel checks' measure)."""
+    ref = ref.detach().double().cpu()
+    return float((x.detach().double().cpu() - ref).norm() / ref.norm())
