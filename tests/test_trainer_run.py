@@ -199,7 +199,9 @@ def test_ddp_two_processes_on_cpu(tiny_ntu60: dict[str, Path], tmp_path: Path) -
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     # 38-40 training samples in batches of 8 = 4 batches per epoch, 2 per rank.
-    assert json.loads((run_dir / "train_summary.json").read_text())["steps"] == 4
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["steps"] == 4
+    assert summary["compile_mode"] == "off"  # CPU runs are eager whatever run.compile says
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["kind"] == "val"] == [0, 1]  # written once, by rank 0
     assert (run_dir / "results.json").exists()
