@@ -384,7 +384,17 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=600, help="steps of the short training check")
     parser.add_argument("--short-seeds", type=int, default=3, help="seeds of the short training check")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="RESULT_JSON",
+        help="only draw RESULT_JSON as train_throughput.png in --out (needs matplotlib; no GPU)",
+    )
     args = parser.parse_args()
+    if args.plot:
+        path = plot_throughput(json.loads(args.plot.read_text()), args.out / "train_throughput.png")
+        print(path or "matplotlib is not installed: no plot")
+        return
     if args.quick:
         args.batches, args.eval_sizes = [4], [8]
         args.steps, args.warmup, args.eval_batches, args.samples = 2, 1, 2, 64
@@ -489,8 +499,47 @@ def main() -> None:
     result["table"] = table
     save()
     (args.out / "train_throughput.md").write_text(table + "\n")
+    plot_throughput(result, args.out / "train_throughput.png")  # skipped where matplotlib is missing
     print()
     print(table)
+
+
+TRAIN_TARGET, EVAL_TARGET = 20_000, 50_000  # issue 8
+
+
+def plot_throughput(result: dict[str, Any], path: Path) -> Path | None:
+    """Bars: training samples/s per batch size and path, eval samples/s, with the issue's targets."""
+    from trainer.plots import pyplot, save_figure
+
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, (ax, ax_eval) = plt.subplots(1, 2, figsize=(9, 3.6), gridspec_kw={"width_ratios": [3, 1]})
+    batches = sorted({int(b) for v in VARIANTS for b in result.get(f"{v}_train_samples_per_s", {})})
+    width = 0.8 / len(VARIANTS)
+    for i, variant in enumerate(VARIANTS):
+        rates = result.get(f"{variant}_train_samples_per_s", {})
+        xs = [j + i * width for j, b in enumerate(batches) if str(b) in rates]
+        ys = [rates[str(b)] for b in batches if str(b) in rates]
+        bars = ax.bar(xs, ys, width, label=variant)
+        ax.bar_label(bars, labels=[f"{y:,.0f}" for y in ys], fontsize=7)
+    ax.axhline(TRAIN_TARGET, color="grey", linestyle="--", linewidth=1)
+    ax.text(-0.4, TRAIN_TARGET, f"target {TRAIN_TARGET:,}", va="bottom", fontsize=7, color="grey")
+    ax.set_xticks(
+        [j + width * (len(VARIANTS) - 1) / 2 for j in range(len(batches))], [str(b) for b in batches]
+    )
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("training samples/s")
+    ax.set_title(f"train step + feeder, {result.get('gpu', '?')}", fontsize=9)
+    ax.legend(fontsize=8)
+    evals = result.get("eval_samples_per_s", {})
+    bars = ax_eval.bar(list(evals), list(evals.values()), color="tab:green")
+    ax_eval.bar_label(bars, labels=[f"{v:,.0f}" for v in evals.values()], fontsize=7)
+    ax_eval.axhline(EVAL_TARGET, color="grey", linestyle="--", linewidth=1)
+    ax_eval.set_xlabel("eval batch")
+    ax_eval.set_ylabel("feature extraction samples/s")
+    ax_eval.set_title(f"eval (target {EVAL_TARGET:,})", fontsize=9)
+    return save_figure(fig, plt, path)
 
 
 def summary_table(result: dict[str, Any], cuda: bool) -> str:

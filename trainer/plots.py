@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 
-def _pyplot() -> Any | None:
+def pyplot() -> Any | None:
     try:
         import matplotlib
 
@@ -26,7 +26,7 @@ def _pyplot() -> Any | None:
 
 def plot_training_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
     """Training loss (and its parts), train accuracy, validation accuracy and lr against the step."""
-    plt = _pyplot()
+    plt = pyplot()
     train = [r for r in records if r["kind"] == "train"]
     val = [r for r in records if r["kind"] == "val"]
     if plt is None or not train:
@@ -48,14 +48,14 @@ def plot_training_curves(records: list[dict[str, Any]], path: Path) -> Path | No
     axes[2].set_title("learning rate")
     for ax in axes:
         ax.set_xlabel("step")
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def plot_confusion(
     confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: Path, title: str
 ) -> Path | None:
     """Row-normalised confusion matrix (rows: true class, columns: predicted class)."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     conf = np.asarray(confusion, dtype=float)
@@ -73,7 +73,7 @@ def plot_confusion(
             for j in range(n):
                 if conf[i, j]:
                     ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=6)
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def draw_skeleton(
@@ -102,7 +102,7 @@ def plot_joint_importance(
     path: Path,
 ) -> Path | None:
     """One panel per class: the JID's mean joint importance ``k_out`` drawn on that class's exemplar pose."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None or not poses:
         return None
     n = len(poses)
@@ -114,10 +114,11 @@ def plot_joint_importance(
     for ax, xy, w, title in zip(axes.flat, poses, importances, titles, strict=False):
         draw_skeleton(ax, xy, edges, w)
         ax.set_title(title, fontsize=8)
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
-def _save(fig: Any, plt: Any, path: Path) -> Path:
+def save_figure(fig: Any, plt: Any, path: Path) -> Path:
+    """Lay out, write (110 dpi, parents created) and close ``fig``; returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
