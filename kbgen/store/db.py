@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kbgen.home import database_url
 from kbgen.store.errors import StoreError
-from kbgen.store.migrate import upgrade_to_head
+from kbgen.store.migrate import postgres_write_lock, upgrade_to_head
 
 BUSY_TIMEOUT_S = 30
 
@@ -104,14 +104,19 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
 
 
 def lock_for_write(session: Session) -> None:
-    """On SQLite, take the write lock now (``BEGIN IMMEDIATE``) unless the transaction holds it.
+    """Take the write lock now: ``BEGIN IMMEDIATE`` on SQLite (unless the transaction holds it).
 
     Call it before reading what a write depends on (the current version of a text, whether a row
     exists). pysqlite runs reads outside any transaction until the first write, so without it
     another process can commit between the read and the write: two "current" rows, a duplicate
-    dataset. Waits up to the busy timeout; a no-op on other databases (their constraints hold).
+    dataset. On PostgreSQL a transaction-level advisory lock does the same (there the constraints
+    would hold, but the loser of such a race would fail instead of waiting). Waits up to the busy
+    timeout; a no-op on other databases.
     """
     conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        postgres_write_lock(conn, BUSY_TIMEOUT_S)
+        return
     if conn.dialect.name != "sqlite":
         return
     if not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]

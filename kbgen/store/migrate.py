@@ -16,6 +16,19 @@ from kbgen.store.errors import StoreError
 # The repository's migrations/ folder, found from this file so the CLI works from any cwd.
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 ALEMBIC_INI = MIGRATIONS_DIR / "alembic.ini"
+# Key of the transaction-level advisory lock that serializes kbgen's writers on PostgreSQL.
+POSTGRES_WRITE_LOCK_KEY = 0x6B6267656E  # b"kbgen"
+
+
+def postgres_write_lock(conn: Connection, timeout_s: float = 30) -> None:
+    """On PostgreSQL, take kbgen's write lock until the transaction ends (like SQLite's BEGIN IMMEDIATE).
+
+    A transaction-level advisory lock: it serializes the read-then-write units of kbgen's writers
+    (and schema upgrades) across processes. Waits up to ``timeout_s``, then fails with a lock
+    timeout. Taking it again in the same transaction is harmless.
+    """
+    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(timeout_s * 1000)}ms'")
+    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({POSTGRES_WRITE_LOCK_KEY})")
 
 
 def alembic_config(url: str, connection: Connection | None = None) -> Config:
@@ -59,8 +72,8 @@ def known_revision(revision: str, script: ScriptDirectory | None = None) -> bool
 def upgrade_to_head(engine: Engine) -> None:
     """Bring the database to the newest revision (a no-op when it is already there).
 
-    Safe when several processes open a fresh database at once: on SQLite the upgrade holds the
-    write lock from the start and looks at the revision again under it.
+    Safe when several processes open a fresh database at once: on SQLite and PostgreSQL the
+    upgrade holds the write lock from the start and looks at the revision again under it.
     """
     current = current_revision(engine)
     head = head_revision()
@@ -73,6 +86,13 @@ def upgrade_to_head(engine: Engine) -> None:
             # a fresh file collide ("table ... already exists"). BEGIN IMMEDIATE takes the write
             # lock (waiting up to the busy timeout); the loser then finds the schema at head.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current == head:
+                return
+        elif engine.dialect.name == "postgresql":
+            # Two processes creating the tables at once collide in the catalog (duplicate key in
+            # pg_type); the loser waits here, then finds the schema at head.
+            postgres_write_lock(conn)
             current = MigrationContext.configure(conn).get_current_revision()
             if current == head:
                 return
