@@ -1,0 +1,39 @@
+"""Issue 8's GPU benchmarks run end to end at tiny sizes on the CPU, so they cannot rot unseen."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_train_throughput_quick_writes_every_figure(tmp_path: Path) -> None:
+    _run(["bench/train_throughput.py", "--device", "cpu", "--quick", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "train_throughput.json").read_text())
+    for key in ("baseline_train_samples_per_s", "crossglg_train_samples_per_s", "eval_samples_per_s"):
+        assert result[key] and all(v > 0 for v in result[key].values()), key
+    assert result["numerics"]["passed"] is True
+    assert result["short_training_accuracy"]["seeds"] == 2
+    assert set(result["compare_modes_crossglg"]) >= {"off", "auto+bmm"}
+    assert "| crossglg |" in (tmp_path / "train_throughput.md").read_text()
+
+
+@pytest.mark.slow
+def test_ddp_throughput_runs_one_and_two_processes(tmp_path: Path) -> None:
+    args = ["--gpus", "1", "2", "--batch", "4", "--steps", "2", "--warmup", "1", "--samples", "64"]
+    _run(["bench/ddp_throughput.py", *args, "--classes", "5", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "ddp_throughput.json").read_text())
+    assert [r["gpus"] for r in result["runs"]] == [1, 2]
+    assert all(r["samples_per_s"] > 0 for r in result["runs"])
+    assert "× one GPU" in result["table"]
