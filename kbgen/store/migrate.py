@@ -9,6 +9,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from kbgen.store.errors import StoreError
@@ -27,8 +28,9 @@ def postgres_write_lock(conn: Connection, timeout_s: float = 30) -> None:
     (and schema upgrades) across processes. Waits up to ``timeout_s``, then fails with a lock
     timeout. Taking it again in the same transaction is harmless.
     """
-    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(timeout_s * 1000)}ms'")
-    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({POSTGRES_WRITE_LOCK_KEY})")
+    # set_config(..., true) is SET LOCAL with a bound value (SET itself takes no parameters).
+    conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{int(timeout_s * 1000)}ms"})
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": POSTGRES_WRITE_LOCK_KEY})
 
 
 def alembic_config(url: str, connection: Connection | None = None) -> Config:
