@@ -42,3 +42,15 @@ def test_triton_kernels_match_float64_in_the_interpreter(k: int, n: int) -> None
     assert result["finite"] is True
     for key in ("z", "grad_a", "grad_y"):
         assert result[key] < 2e-3, (key, result)  # fp16 rounding of the output: ~2e-4
+
+
+def test_flop_counter_counts_the_custom_ops() -> None:
+    # MFU figures come from torch.utils.flop_counter: the opaque ops must report their products.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    a = torch.randn(4, 25, 75, requires_grad=True)
+    y = torch.randn(4, 75, 64, requires_grad=True)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        frame_matmul(a, y).sum().backward()
+    assert counter.get_total_flops() == 3 * 2 * 4 * 25 * 75 * 64  # forward + two gradient products

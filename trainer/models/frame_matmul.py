@@ -239,3 +239,26 @@ def check_kernels(
 if __name__ == "__main__":  # python -m trainer.models.frame_matmul [cpu|cuda]: the kernel check as JSON
     dev = sys.argv[1] if len(sys.argv) > 1 else ("cuda" if torch.cuda.is_available() else "cpu")
     print(json.dumps(check_kernels(dev)))
+
+
+def _register_flop_formulas() -> None:
+    """Teach ``torch.utils.flop_counter`` the ops' useful FLOPs (2·G·M·K·N each); MFU counts them."""
+    from torch.utils.flop_counter import register_flop_formula
+
+    @register_flop_formula(torch.ops.crossglg.frame_matmul)
+    def _forward_flops(a_shape, y_shape, *_, **__) -> int:  # noqa: ANN001
+        g, m, k = a_shape
+        return 2 * g * m * k * y_shape[2]
+
+    @register_flop_formula(torch.ops.crossglg.frame_matmul_grad_a)
+    def _grad_a_flops(dz_shape, y_shape, k, *_, **__) -> int:  # noqa: ANN001
+        g, m, n = dz_shape
+        return 2 * g * m * k * n
+
+    @register_flop_formula(torch.ops.crossglg.frame_matmul_grad_y)
+    def _grad_y_flops(a_shape, dz_shape, *_, **__) -> int:  # noqa: ANN001
+        g, m, k = a_shape
+        return 2 * g * m * k * dz_shape[2]
+
+
+_register_flop_formulas()

@@ -271,3 +271,27 @@ def check_kernels(
         "used_kernels": kernels_apply(qk.detach(), topo.detach(), y.detach(), heads),
         "finite": finite,
     }
+
+
+def _register_flop_formulas() -> None:
+    """Useful FLOPs for ``torch.utils.flop_counter``: per frame and head, the V×V×d logits and the
+    V×V×C' product (forward); the backward recomputes the logits and does two products of each kind.
+    """
+    from torch.utils.flop_counter import register_flop_formula
+
+    def per_frame_head(qk_shape, y_shape, heads: int) -> tuple[int, int, int]:  # noqa: ANN001
+        g, v, width = qk_shape
+        return g * heads * v * v, width // (2 * heads), y_shape[2]
+
+    @register_flop_formula(torch.ops.crossglg.sagc_attention)
+    def _forward_flops(qk_shape, topology_shape, y_shape, heads, *_, **__) -> int:  # noqa: ANN001
+        maps, d, n = per_frame_head(qk_shape, y_shape, heads)
+        return 2 * maps * (d + n)
+
+    @register_flop_formula(torch.ops.crossglg.sagc_attention_backward)
+    def _backward_flops(qk_shape, topology_shape, y_shape, dz_shape, heads, *_, **__) -> int:  # noqa: ANN001
+        maps, d, n = per_frame_head(qk_shape, y_shape, heads)
+        return 2 * maps * (3 * d + 2 * n)
+
+
+_register_flop_formulas()
