@@ -253,6 +253,12 @@ def train(config: Config, run_dir: Path, ctx: DistContext, show_progress: bool =
         seen.zero_()
 
     progress = _progress(ctx.is_main and show_progress)
+    if ctx.is_main and show_progress and uses_compile(compile_mode, device):
+        mode = resolve_compile_mode(compile_mode)
+        progress.console.print(
+            f"compiling the training step (torch.compile mode {mode}, run.compile={config.run.compile}): "
+            "the first steps take a minute or two"
+        )
     task = progress.add_task(config.name, total=total_steps, completed=step)
     t0 = time.perf_counter()
     model.train()
