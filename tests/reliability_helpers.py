@@ -28,3 +28,20 @@ def run_cli(
         timeout=timeout,
         env=cli_env(**env),
     )
+
+
+def start_cli(command: list[str], *args: str | Path, **env: str) -> subprocess.Popen[str]:
+    """Start ``command args...`` as a child process with text pipes (collect it with :func:`finish_all`)."""
+    return subprocess.Popen(
+        [*command, *(str(a) for a in args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(**env),
+    )
+
+
+def finish_all(procs: list[subprocess.Popen[str]], timeout: float = 300) -> list[tuple[int, str, str]]:
+    """Wait for every child: ``(return code, stdout, stderr)`` each, in order."""
+    outputs = [p.communicate(timeout=timeout) for p in procs]
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]

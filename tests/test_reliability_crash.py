@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_helpers import KBGEN, cli_env, run_cli
+from reliability_helpers import KBGEN, cli_env, finish_all, run_cli, start_cli
 
 from dataspec import load_spec
 from kbgen.testing.fake_openai import FakeOpenAIServer
@@ -133,33 +133,20 @@ def test_two_generators_and_edits_at_once_lose_nothing_and_never_lock(tmp_path: 
     with FakeOpenAIServer(delay_s=0.4) as server:
         # A fresh file: both generators also race to create the schema.
         generators = [
-            subprocess.Popen(
-                _generate_args(server, dbfile, "-j", "4", "--classes", classes),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=cli_env(),
-            )
+            start_cli(_generate_args(server, dbfile, "-j", "4", "--classes", classes))
             for classes in (first_half, second_half)
         ]
         deadline = time.monotonic() + 120
         while _ok_calls(dbfile) < 10 and time.monotonic() < deadline:  # answers are being saved
             time.sleep(0.02)
         edits = [
-            subprocess.Popen(
-                [*KBGEN, "set", class_id, "--dataset", "ntu120", "--db", str(dbfile)]
-                + ["--joint", "left hand", "--text", f"Edited while generating: {class_id} waves."],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=cli_env(),
-            )
+            start_cli(KBGEN, "set", class_id, "--dataset", "ntu120", "--db", dbfile, "--joint", "left hand",
+                      "--text", f"Edited while generating: {class_id} waves.")
             for class_id in edited
-        ]
-        outputs = [p.communicate(timeout=300) for p in generators + edits]
-        codes = [p.returncode for p in generators + edits]
-    assert codes == [0] * len(codes), [err[-1500:] for _, err in outputs]
-    assert not any("locked" in out + err for out, err in outputs)
+        ]  # fmt: skip
+        results = finish_all(generators + edits)
+    assert [code for code, _, _ in results] == [0] * len(results), [err[-1500:] for _, _, err in results]
+    assert not any("locked" in out + err for _, out, err in results)
 
     kb = _knowledge_base(dbfile)
     assert kb["integrity"] == "ok"

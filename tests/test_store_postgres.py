@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
 import threading
 import time
 import warnings
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from reliability_helpers import KBGEN, cli_env
+from reliability_helpers import KBGEN, finish_all, start_cli
 from sqlalchemy import create_engine, func, inspect, select
 from sqlalchemy.engine import URL
 from store_helpers import count_descriptions, kbgen, seed_dataset
@@ -234,33 +233,20 @@ def test_two_generators_and_edits_into_one_fresh_database(pg_url: str) -> None:
     edited = [NWUCLA.class_ids[i] for i in (0, 4, 5, 9)]
     with FakeOpenAIServer(delay_s=0.2) as server:
         generators = [
-            subprocess.Popen(
-                [*KBGEN, "generate", "-d", "nwucla", "--classes", classes, "-j", "2"]
-                + ["--base-url", server.base_url, "--model", "fake", "--timeout", "10"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=cli_env(OPENAI_API_KEY=KEY),
-            )
+            start_cli(KBGEN, "generate", "-d", "nwucla", "--classes", classes, "-j", "2", "--base-url",
+                      server.base_url, "--model", "fake", "--timeout", "10", OPENAI_API_KEY=KEY)
             for classes in halves
-        ]
+        ]  # fmt: skip
         deadline = time.monotonic() + 120
         while _ok_calls(pg_url) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         edits = [
-            subprocess.Popen(
-                [*KBGEN, "set", class_id, "-d", "nwucla", "--joint", "left hand"]
-                + ["--text", f"Edited while generating: {class_id}."],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=cli_env(),
-            )
+            start_cli(KBGEN, "set", class_id, "-d", "nwucla", "--joint", "left hand",
+                      "--text", f"Edited while generating: {class_id}.")
             for class_id in edited
-        ]
-        outputs = [p.communicate(timeout=300) for p in generators + edits]
-    codes = [p.returncode for p in generators + edits]
-    assert codes == [0] * len(codes), [err[-1500:] for _, err in outputs]
+        ]  # fmt: skip
+        results = finish_all(generators + edits)
+    assert [code for code, _, _ in results] == [0] * len(results), [err[-1500:] for _, _, err in results]
 
     expected_texts = NWUCLA.num_classes * TEXTS_PER_CLASS
     with db.session_scope() as s:
