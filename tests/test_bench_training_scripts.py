@@ -12,9 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(args: list[str]) -> None:
+def _run(args: list[str]) -> str:
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout
 
 
 @pytest.mark.slow
@@ -25,8 +26,18 @@ def test_train_throughput_quick_writes_every_figure(tmp_path: Path) -> None:
         assert result[key] and all(v > 0 for v in result[key].values()), key
     assert result["numerics"]["passed"] is True
     assert result["short_training_accuracy"]["seeds"] == 2
-    assert set(result["compare_modes_crossglg"]) >= {"off", "auto+bmm"}
+    assert set(result["compare_modes_crossglg"]) >= {"auto+unfused", "auto+bmm"}
     assert "| crossglg |" in (tmp_path / "train_throughput.md").read_text()
+
+
+@pytest.mark.slow
+def test_train_throughput_prewarm_compiles_each_configuration_first(tmp_path: Path) -> None:
+    args = ["--device", "cpu", "--quick", "--sections", "train", "eval", "--variants", "baseline"]
+    out = _run(["bench/train_throughput.py", *args, "--prewarm", "300", "--out", str(tmp_path)])
+    # one job per timed configuration: baseline at batch 4, eval at batch 8
+    assert "prewarm: 2 configurations compiled in parallel" in out and "(0 not finished)" in out
+    result = json.loads((tmp_path / "train_throughput.json").read_text())
+    assert result["baseline_train_samples_per_s"]["4"] > 0 and result["eval_samples_per_s"]["8"] > 0
 
 
 @pytest.mark.slow

@@ -91,3 +91,30 @@ def test_calibration_loss_kinds():
     assert calibration_loss(k_gt, k_gt, "kl").abs() < 1e-6
     with pytest.raises(ValueError, match="unknown calibration loss"):
         calibration_loss(k_out, k_gt, "l1")
+
+
+def test_interaction_module_trains_at_a_scaled_lr(ntu):
+    # At SGD lr 0.1 the L2G interaction diverged in every NW-UCLA run (docs/results.md): it gets its
+    # own parameter group at lr · interaction_lr_scale, which the warm-up/step schedule keeps.
+    from trainer.engine.schedule import warmup_step_factor
+    from trainer.engine.step import make_sgd, parameter_groups
+
+    model = CrossGLG("infogcn", 7, ntu, g2l=True, l2g=True)
+    groups = parameter_groups(model, 0.1, 0.1)
+    assert [g["lr"] for g in groups] == pytest.approx([0.1, 0.01])
+    interaction = {id(p) for p in model.interaction.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == interaction
+    assert not interaction & {id(p) for p in groups[0]["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+    opt = make_sgd(groups, 0.1, 0.9, True, 5e-4, torch.device("cpu"))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_step_factor(10, 2, [5], 0.1))
+    for _ in range(12):
+        opt.step()
+        sched.step()
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert lrs[1] == pytest.approx(0.1 * lrs[0]) and lrs[0] > 0
+
+    baseline = CrossGLG("infogcn", 7, ntu, g2l=False, l2g=False)
+    assert len(parameter_groups(baseline, 0.1, 0.1)) == 1
+    assert len(parameter_groups(model, 0.1, 1.0)) == 1

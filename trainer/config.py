@@ -96,6 +96,9 @@ class OptimConfig:
     warmup_epochs: int = 5
     milestones: list[int] = field(default_factory=lambda: [35, 55])
     gamma: float = 0.1
+    # lr multiplier of CrossGLG's L2G interaction module (attention + MLP): at the full SGD lr 0.1
+    # it diverged in every NW-UCLA run (trainer.engine.step.parameter_groups).
+    interaction_lr_scale: float = 0.1
 
 
 @dataclass

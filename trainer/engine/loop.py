@@ -42,6 +42,7 @@ from trainer.engine.step import (
     choose_compile_mode,
     make_forward_loss,
     make_sgd,
+    parameter_groups,
     resolve_compile_mode,
     train_step,
     uses_compile,
@@ -134,7 +135,7 @@ def train(config: Config, run_dir: Path, ctx: DistContext, show_progress: bool =
     margs = model_arguments(config, spec, len(data.train_class_ids), knowledge.dim if knowledge else None)
     model = build_model(spec, margs).to(device)
     optimizer = make_sgd(
-        model.parameters(),
+        parameter_groups(model, config.optim.lr, config.optim.interaction_lr_scale),
         lr=config.optim.lr,
         momentum=config.optim.momentum,
         nesterov=config.optim.nesterov,

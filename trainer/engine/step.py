@@ -88,6 +88,26 @@ def make_sgd(
     )
 
 
+def parameter_groups(model: nn.Module, lr: float, interaction_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """SGD parameter groups: CrossGLG's interaction module (``model.interaction``, if any) at
+    ``lr · interaction_lr_scale``, everything else at ``lr``.
+
+    Why (NW-UCLA, H200, 2026-11-22): at InfoGCN's lr 0.1 the attention/LayerNorm/MLP stack of the
+    L2G branch diverged in every CrossGLG run once the warm-up reached lr ≈ 0.08–0.1 (text-branch
+    loss 0.5 → 37 → NaN at steps 144–407, 10 of 10 runs, fp32 and bf16, fused and unfused attention)
+    while the baseline trained; the text branch learns its task within ~30 steps at a fraction of the lr.
+    """
+    interaction = getattr(model, "interaction", None)
+    if interaction is None or interaction_lr_scale == 1.0:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    own = {id(p) for p in interaction.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in own]
+    return [
+        {"params": rest, "lr": lr},
+        {"params": list(interaction.parameters()), "lr": lr * interaction_lr_scale},
+    ]
+
+
 def make_forward_loss(
     model: nn.Module,
     device: torch.device,
