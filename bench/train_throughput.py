@@ -17,6 +17,7 @@ Prints a table last; writes ``bench/results/train_throughput.json`` and ``.md`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +322,9 @@ def time_eval(
     return round(batch * done / (time.perf_counter() - t0), 1)
 
 
+PROFILE_BATCH = 128
+
+
 def profile_step(
     args: argparse.Namespace, device: torch.device, store: PreparedStore, mode: str
 ) -> list[dict]:
@@ -332,7 +336,7 @@ def profile_step(
     model = build("crossglg", args.classes, device)
     step = make_step(model, "crossglg", device, mode, "bf16")
     feeder = GPUFeeder(store, np.arange(len(store)), device=device, train=True)
-    batches = feeder.epoch_batches(128 if device.type == "cuda" else 4, 0)
+    batches = feeder.epoch_batches(PROFILE_BATCH if device.type == "cuda" else 4, 0)
     for _ in range(3):
         x, y, _ = next(batches)
         step(x, y, kb)
@@ -354,7 +358,7 @@ def profile_step(
             "share": round(getattr(e, attr) / total, 3),
             "calls_per_step": e.count // 5,
         }
-        for e in events[:25]
+        for e in events[:40]
     ] + [{"kernel": "TOTAL", "ms_per_step": round(total / 5 / 1e3, 3), "share": 1.0, "calls_per_step": 0}]
 
 
@@ -375,8 +379,9 @@ def main() -> None:
         "--compare",
         nargs="*",
         default=["auto+unfused", "auto+bmm"],
-        help="other modes of crossglg at --compare-batch; MODE+fused / MODE+unfused: SA-GC's attention "
-        "as one kernel or with the maps in memory; MODE+bmm: unfused with torch.bmm for the products",
+        help="other settings of crossglg at --compare-batch: MODE[+FLAG...]; flags fused / unfused "
+        "(SA-GC's attention as one kernel or with the maps in memory), bmm (unfused with torch.bmm for "
+        "the products), cdt (Inductor coordinate-descent tuning), combo (Inductor combo kernels)",
     )
     parser.add_argument("--compare-batch", type=int, default=128, help="batch of the compare section")
     parser.add_argument("--profile-mode", default="off", help="compile mode of the profiled step")
@@ -403,6 +408,7 @@ def main() -> None:
         help="first compile every timed configuration in parallel processes (fills Inductor's caches; "
         "at most SECONDS), then time them one after the other",
     )
+    parser.add_argument("--prewarm-only", action="store_true", help="stop after --prewarm (fill the caches)")
     parser.add_argument("--warm-only", action="store_true", help=argparse.SUPPRESS)  # a --prewarm job
     args = parser.parse_args()
     if args.plot:
@@ -413,8 +419,11 @@ def main() -> None:
         args.batches, args.eval_sizes = [4], [8]
         args.steps, args.warmup, args.eval_batches, args.samples = 2, 1, 2, 64
         args.classes, args.check_batch, args.train_steps, args.short_seeds = 5, 4, 3, 2
+        args.compare_batch = 4
     if args.prewarm:
         prewarm(args)
+        if args.prewarm_only:
+            return
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     if cuda:
@@ -502,11 +511,10 @@ def main() -> None:
         print(f"short training accuracy {acc} ({time.perf_counter() - t:.0f} s)", flush=True)
         save()
     if "compare" in args.sections:
-        mid = args.compare_batch if not args.quick else args.batches[0]
+        mid = args.compare_batch
         for label in args.compare:
-            mode, fused = compare_setting(label)
-            r = time_train(args, device, store, "crossglg", mid, mode, fused=fused)
-            frame_matmul.set_kernels_enabled(True)
+            with compare_setting(label) as (mode, fused):
+                r = time_train(args, device, store, "crossglg", mid, mode, fused=fused)
             print(f"train crossglg batch {mid} compile={label}: {r}", flush=True)
             result.setdefault("compare_modes_crossglg", {"batch": mid})[label] = r
             save()
@@ -530,12 +538,34 @@ def main() -> None:
     print(table)
 
 
-def compare_setting(label: str) -> tuple[str, bool | None]:
-    """``MODE[+fused|+unfused|+bmm]`` → (compile mode, ``fused_attention``); ``+bmm`` turns the
-    Triton products off until :func:`frame_matmul.set_kernels_enabled` turns them on again."""
-    mode, _, flag = label.partition("+")
-    frame_matmul.set_kernels_enabled(flag != "bmm")
-    return mode, {"fused": True, "unfused": False, "bmm": False}.get(flag)
+# Inductor options a compare label can switch on (``auto+cdt``, ``auto+combo``, ...).
+INDUCTOR_FLAGS = {
+    "cdt": {"coordinate_descent_tuning": True},  # tune each Triton kernel's block sizes
+    "combo": {"combo_kernels": True},  # horizontally fuse independent small kernels
+}
+
+
+@contextlib.contextmanager
+def compare_setting(label: str) -> Iterator[tuple[str, bool | None]]:
+    """``MODE[+FLAG...]`` → (compile mode, ``fused_attention``) while the label's settings hold.
+
+    Flags: ``fused`` / ``unfused`` (SA-GC's attention as one kernel or with its maps in memory),
+    ``bmm`` (unfused, torch.bmm instead of the Triton products), and :data:`INDUCTOR_FLAGS`.
+    """
+    mode, *flags = label.split("+")
+    unknown = set(flags) - {"fused", "unfused", "bmm", *INDUCTOR_FLAGS}
+    if unknown:
+        raise SystemExit(f"unknown compare flag(s) {sorted(unknown)} in {label!r}")
+    fused = True if "fused" in flags else False if {"unfused", "bmm"} & set(flags) else None
+    options = {k: v for f in flags if f in INDUCTOR_FLAGS for k, v in INDUCTOR_FLAGS[f].items()}
+    import torch._inductor.config as inductor_config
+
+    frame_matmul.set_kernels_enabled("bmm" not in flags)
+    try:
+        with inductor_config.patch(options):
+            yield mode, fused
+    finally:
+        frame_matmul.set_kernels_enabled(True)
 
 
 def warm_jobs(args: argparse.Namespace) -> list[list[str]]:
@@ -557,6 +587,8 @@ def warm_jobs(args: argparse.Namespace) -> list[list[str]]:
         ]
     if "check" in args.sections:
         jobs.append(["--sections", "check", "--check-batch", str(args.check_batch)])
+    if "profile" in args.sections and args.profile_mode != "off":
+        jobs.append(["--sections", "profile", "--profile-mode", args.profile_mode])
     return [base + job for job in jobs]
 
 
@@ -616,10 +648,13 @@ def warm_configurations(args: argparse.Namespace, device: torch.device) -> None:
             time_eval(args, device, store, b, args.compile)
     if "compare" in args.sections:
         for label in args.compare:
-            mode, fused = compare_setting(label)
-            time_train(args, device, store, "crossglg", args.compare_batch, mode, fused=fused)
+            with compare_setting(label) as (mode, fused):
+                time_train(args, device, store, "crossglg", args.compare_batch, mode, fused=fused)
     if "check" in args.sections:
         gradient_check(args, device, store)
+    if "profile" in args.sections and args.profile_mode != "off":
+        batch = PROFILE_BATCH if device.type == "cuda" else 4
+        time_train(args, device, store, "crossglg", batch, args.profile_mode)
 
 
 TRAIN_TARGET, EVAL_TARGET = 20_000, 50_000  # issue 8
