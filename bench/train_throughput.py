@@ -351,15 +351,59 @@ def profile_step(
     events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
     total = sum(getattr(e, attr) for e in events) or 1.0
     events.sort(key=lambda e: -getattr(e, attr))
-    return [
+    rows = [
         {
             "kernel": e.key[:90],
             "ms_per_step": round(getattr(e, attr) / 5 / 1e3, 3),
             "share": round(getattr(e, attr) / total, 3),
             "calls_per_step": e.count // 5,
         }
-        for e in events[:40]
-    ] + [{"kernel": "TOTAL", "ms_per_step": round(total / 5 / 1e3, 3), "share": 1.0, "calls_per_step": 0}]
+        for e in events
+    ]
+    by_category: dict[str, dict[str, float]] = {}
+    for e, row in zip(events, rows, strict=True):
+        c = by_category.setdefault(
+            kernel_category(e.key), {"ms_per_step": 0.0, "share": 0.0, "calls_per_step": 0}
+        )
+        c["ms_per_step"] += getattr(e, attr) / 5 / 1e3
+        c["share"] += getattr(e, attr) / total
+        c["calls_per_step"] += row["calls_per_step"]
+    categories = [
+        {"kernel": f"[{name}]", **{k: round(v, 3) for k, v in c.items()}}
+        for name, c in sorted(by_category.items(), key=lambda kv: -kv[1]["ms_per_step"])
+    ]
+    launches = sum(row["calls_per_step"] for row in rows)
+    return (
+        rows[:40]
+        + categories
+        + [
+            {
+                "kernel": "TOTAL",
+                "ms_per_step": round(total / 5 / 1e3, 3),
+                "share": 1.0,
+                "calls_per_step": launches,
+            }
+        ]
+    )
+
+
+KERNEL_CATEGORIES = (  # first match wins; names as the profiler reports them
+    ("fused SA-GC attention (ours)", ("_sagc_",)),
+    ("frame_matmul (ours)", ("_grad_a_kernel", "_forward_kernel")),
+    ("Inductor: BatchNorm/LayerNorm fused", ("batch_norm", "layer_norm")),
+    ("Inductor: other fused", ("triton_",)),
+    ("GEMM / convolution (cuBLAS, cuDNN)", ("nvjet", "gemm", "xmma", "cutlass", "magma", "conv")),
+    ("ATen reductions", ("reduce_kernel",)),
+    ("ATen elementwise / copies", ("elementwise", "memcpy", "Memcpy", "Memset", "copy")),
+)
+
+
+def kernel_category(name: str) -> str:
+    """Which family a GPU kernel belongs to (for the profile's per-category totals)."""
+    for category, needles in KERNEL_CATEGORIES:
+        if any(n in name for n in needles):
+            return category
+    return "other"
 
 
 SECTIONS = ("kernels", "train", "eval", "check", "short", "compare", "profile")

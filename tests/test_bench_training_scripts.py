@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from triton_helpers import HAS_TRITON, NO_TRITON_REASON
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +30,9 @@ def test_train_throughput_quick_writes_every_figure(tmp_path: Path) -> None:
     assert result["short_training_accuracy"]["seeds"] == 2
     assert set(result["compare_modes_crossglg"]) >= {"auto+unfused", "auto+bmm"}
     assert "| crossglg |" in (tmp_path / "train_throughput.md").read_text()
+    rows = result["profile_top_kernels"]["rows"]
+    categories = [r for r in rows if r["kernel"].startswith("[")]
+    assert categories and abs(sum(r["share"] for r in categories) - 1.0) < 0.01  # the families cover all time
 
 
 @pytest.mark.slow
@@ -48,3 +53,23 @@ def test_ddp_throughput_runs_one_and_two_processes(tmp_path: Path) -> None:
     assert [r["gpus"] for r in result["runs"]] == [1, 2]
     assert all(r["samples_per_s"] > 0 for r in result["runs"])
     assert "× one GPU" in result["table"]
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
+def test_sagc_attention_tuning_quick_picks_a_checked_launch_per_width(tmp_path: Path) -> None:
+    out_file = tmp_path / "tuning.json"
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    script = "bench/sagc_attention_tuning.py"
+    args = [sys.executable, script, "--device", "cpu", "--quick", "--out", str(out_file)]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out_file.read_text())
+    widths = {(row["kind"], row["columns"]) for row in result["rows"]}
+    assert widths == {(k, n) for k in ("forward", "backward") for n in (40, 64)}
+    for row in result["rows"]:
+        assert 0 < row["ms_tuned"] <= row["ms_before"], row
+        assert len(row["timed_launches"]) > 1, row  # the search tried more than the starting launch
+        if "check" in row:
+            errors = [row["check"][k] for k in ("z", "grad_qk", "grad_topology", "grad_y")]
+            assert row["check"]["used_kernels"] and max(errors) < 2e-3, row["check"]
+    assert "TUNED_FORWARD = {40: Launch(" in proc.stdout

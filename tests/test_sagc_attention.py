@@ -48,6 +48,28 @@ def test_fused_kernels_match_float64_in_the_interpreter(d: int, n: int, frames: 
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
+def test_every_launch_shape_computes_the_same_gradients_in_the_interpreter() -> None:
+    # Several frames per forward program with a tail (7 frames, groups of 3), a column tile smaller
+    # than the width (two tiles, the second masked) and one covering it; one-frame backward programs.
+    code = """
+import json, torch
+from trainer.models.sagc_attention import Launch, check_kernels
+out = {}
+for name, fwd, bwd in [
+    ("groups", Launch(frames=3, block_n=32), Launch(frames=1, block_n=128)),
+    ("wide", Launch(frames=2, block_n=256), Launch(frames=4, block_n=32)),
+]:
+    out[name] = check_kernels("cpu", torch.float16, frames=7, d=8, n=40, launches=(fwd, bwd))
+print(json.dumps(out))
+"""
+    result = run_in_interpreter(code)
+    for name, errors in result.items():
+        assert errors["used_kernels"] is True and errors["finite"] is True, (name, errors)
+        for key in ("z", "grad_qk", "grad_topology", "grad_y"):
+            assert errors[key] < 2e-3, (name, key, errors)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
 def test_kernel_ops_trace_through_aot_autograd_in_one_graph() -> None:
     # torch.compile sees both custom ops through their fake (meta) functions and registered
     # backwards: AOTAutograd with fullgraph=True must give the eager gradients exactly.

@@ -1,4 +1,4 @@
-"""SA-GC's whole attention path as one kernel per frame, forward and backward (opt-in, not yet timed).
+"""SA-GC's whole attention path as one kernel per frame, forward and backward (the default).
 
 For one frame ``g`` (a batch element at one time step) and heads ``h``::
 
@@ -10,14 +10,16 @@ writes every ``P_h`` to memory in fp32, multiplies, permutes and casts it, and k
 backward — per frame and block about as many bytes as the features, several times over. Here each
 program recomputes the 25 × 25 maps of its frame in registers (flash-attention style: V = 25 fits on
 chip), in the forward and again in the backward, and the maps never reach memory. The gradient of
-the shared topology is summed over a group of frames in registers, then added once per program.
+the shared topology is summed over a group of frames in registers, then over programs.
 
-Measured: correctness only (tests, Triton's interpreter, against the PyTorch reference below).
-Speed on a GPU: not yet — enable it with ``model.options={fused_attention: true}`` or
-``bench/train_throughput.py --compare auto+fused`` (docs/performance.md, next steps).
+Measured (docs/performance.md): +11.6% training samples/s at batch 128 on an H200 against the
+unfused layer (4,623 vs 4,143); the layer's default since. Each kernel's launch (frames per program,
+column tile, warps, stages) comes from a sweep at the model's shapes, ``bench/sagc_attention_tuning.py``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -25,8 +27,44 @@ from torch import Tensor
 from trainer.models.triton_support import relative_error, tl, triton, triton_applies
 
 _BV = 32  # joints per tile (V ≤ 32)
-_BN = 64  # feature columns per tile
-_FRAMES = 8  # frames per backward program (the topology gradient is summed over them first)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How one kernel is launched: frames per program, feature columns per tile, warps, stages.
+
+    ``block_n`` is capped at the feature width (one tile covers all columns when it is ≥ C'), so the
+    attention maps of a frame are computed once per program instead of once per column tile.
+    """
+
+    frames: int = 1
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def columns(self, n: int) -> int:
+        """The column tile for ``n`` feature columns (a power of two, 16 … ``block_n``)."""
+        return max(16, min(self.block_n, triton.next_power_of_2(n)))
+
+
+# Launches before tuning (session 3's kernels: one frame per forward program and 64-column tiles,
+# eight frames per backward program); kept as the fallback for widths the table below lacks.
+FORWARD_LAUNCH = Launch(frames=1, block_n=64)
+BACKWARD_LAUNCH = Launch(frames=8, block_n=64)
+# Per feature width C': the fastest launch measured by bench/sagc_attention_tuning.py (filled in
+# from its results; empty = the fallbacks above).
+TUNED_FORWARD: dict[int, Launch] = {}
+TUNED_BACKWARD: dict[int, Launch] = {}
+
+
+def forward_launch(n: int) -> Launch:
+    """The forward kernel's launch for ``n`` feature columns."""
+    return TUNED_FORWARD.get(n, FORWARD_LAUNCH)
+
+
+def backward_launch(n: int) -> Launch:
+    """The backward kernel's launch for ``n`` feature columns."""
+    return TUNED_BACKWARD.get(n, BACKWARD_LAUNCH)
 
 
 def reference(qk: Tensor, topology: Tensor, y: Tensor, heads: int, scale: float) -> Tensor:
@@ -77,35 +115,38 @@ if triton is not None:
         return p / tl.sum(p, axis=1)[:, None], q, k
 
     @triton.jit
-    def _forward_kernel(
-        qk_ptr, topo_ptr, y_ptr, z_ptr, V, N, D, scale,
+    def _sagc_forward_kernel(
+        qk_ptr, topo_ptr, y_ptr, z_ptr, G, V, N, D, scale,
         sqg, sqv, sqc, sth, sti, stj, syg, syr, syn, szg, szv, szn,
-        H: tl.constexpr, BV: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+        H: tl.constexpr, BV: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, FRAMES: tl.constexpr,
     ):  # fmt: skip
-        g = tl.program_id(0).to(tl.int64)
         rv = tl.arange(0, BV)
         rd = tl.arange(0, BD)
         rn = tl.program_id(1) * BN + tl.arange(0, BN)
         vmask = rv < V
-        qmask = vmask[:, None] & (rd[None, :] < D)
-        ymask = vmask[:, None] & (rn[None, :] < N)
-        acc = tl.zeros((BV, BN), dtype=tl.float32)
-        for h in tl.static_range(H):
-            p, q, k = _scores(qk_ptr, g, rv, rd, vmask, qmask, h, scale, D, sqg, sqv, sqc, H)
-            tmask = vmask[:, None] & vmask[None, :]
-            topo = tl.load(topo_ptr + h * sth + rv[:, None] * sti + rv[None, :] * stj, mask=tmask, other=0.0)
-            m = (p * topo).to(y_ptr.dtype.element_ty)
-            yh = tl.load(
-                y_ptr + g * syg + (rv[:, None] * H + h) * syr + rn[None, :] * syn, mask=ymask, other=0.0
+        tmask = vmask[:, None] & vmask[None, :]
+        for f in range(FRAMES):
+            g = (tl.program_id(0) * FRAMES + f).to(tl.int64)
+            live = g < G
+            qmask = vmask[:, None] & (rd[None, :] < D) & live
+            ymask = vmask[:, None] & (rn[None, :] < N) & live
+            acc = tl.zeros((BV, BN), dtype=tl.float32)
+            for h in tl.static_range(H):
+                p, q, k = _scores(qk_ptr, g, rv, rd, vmask, qmask, h, scale, D, sqg, sqv, sqc, H)
+                tp = topo_ptr + h * sth + rv[:, None] * sti + rv[None, :] * stj
+                topo = tl.load(tp, mask=tmask, other=0.0)
+                m = (p * topo).to(y_ptr.dtype.element_ty)
+                yh = tl.load(
+                    y_ptr + g * syg + (rv[:, None] * H + h) * syr + rn[None, :] * syn, mask=ymask, other=0.0
+                )
+                acc += tl.dot(m, yh)
+            tl.store(
+                z_ptr + g * szg + rv[:, None] * szv + rn[None, :] * szn, acc.to(z_ptr.dtype.element_ty), ymask
             )
-            acc += tl.dot(m, yh)
-        tl.store(
-            z_ptr + g * szg + rv[:, None] * szv + rn[None, :] * szn, acc.to(z_ptr.dtype.element_ty), ymask
-        )
 
     @triton.jit
-    def _backward_kernel(
-        qk_ptr, topo_ptr, y_ptr, dz_ptr, dqk_ptr, dtopo_ptr, dy_ptr, G, V, N, D, scale,
+    def _sagc_backward_kernel(
+        qk_ptr, topo_ptr, y_ptr, dz_ptr, dqk_ptr, part_ptr, dy_ptr, G, V, N, D, scale,
         sqg, sqv, sqc, sth, sti, stj, syg, syr, syn, sdg, sdv, sdn,
         s2g, s2v, s2c, s3g, s3r, s3n,
         H: tl.constexpr, BV: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
@@ -148,7 +189,9 @@ if triton is not None:
                 tl.store(
                     base + ((H + h) * D + rd[None, :]) * s2c, dk.to(dqk_ptr.dtype.element_ty), qmask & live
                 )
-            tl.atomic_add(dtopo_ptr + h * V * V + rv[:, None] * V + rv[None, :], dtopo, mask=tmask)
+            # This program's share of the topology gradient; summed over programs afterwards (no
+            # atomics: the result does not depend on the order programs finish in).
+            tl.store(part_ptr + (pid * H + h) * V * V + rv[:, None] * V + rv[None, :], dtopo, mask=tmask)
 
 
 def _tiles(d: int) -> int:
@@ -168,14 +211,24 @@ def sagc_attention(qk: Tensor, topology: Tensor, y: Tensor, heads: int, scale: f
 
 @torch.library.custom_op("crossglg::sagc_attention", mutates_args=())
 def _sagc_attention_op(qk: Tensor, topology: Tensor, y: Tensor, heads: int, scale: float) -> Tensor:
+    return attention_forward(qk, topology, y, heads, scale, forward_launch(y.shape[2]))
+
+
+def attention_forward(
+    qk: Tensor, topology: Tensor, y: Tensor, heads: int, scale: float, launch: Launch
+) -> Tensor:
+    """The forward kernel with an explicit launch (the op and the tuning bench call this)."""
     g, v, width = qk.shape
     d, n = width // (2 * heads), y.shape[2]
     z = torch.empty(g, v, n, device=y.device, dtype=y.dtype)
     if g:
-        grid = (g, triton.cdiv(n, _BN))
-        _forward_kernel[grid](
-            qk, topology, y, z, v, n, d, scale, *qk.stride(), *topology.stride(), *y.stride(), *z.stride(),
-            heads, _BV, _tiles(d), _BN,
+        bn = launch.columns(n)
+        grid = (triton.cdiv(g, launch.frames), triton.cdiv(n, bn))
+        _sagc_forward_kernel[grid](
+            qk, topology, y, z, g, v, n, d, scale,
+            *qk.stride(), *topology.stride(), *y.stride(), *z.stride(),
+            heads, _BV, _tiles(d), bn, launch.frames,
+            num_warps=launch.num_warps, num_stages=launch.num_stages,
         )  # fmt: skip
     return z
 
@@ -190,19 +243,29 @@ def sagc_attention_backward(
     qk: Tensor, topology: Tensor, y: Tensor, dz: Tensor, heads: int, scale: float
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients ``(d qk, d topology, d y)`` of the kernel path for the output gradient ``dz``."""
+    return attention_backward(qk, topology, y, dz, heads, scale, backward_launch(y.shape[2]))
+
+
+def attention_backward(
+    qk: Tensor, topology: Tensor, y: Tensor, dz: Tensor, heads: int, scale: float, launch: Launch
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward kernel with an explicit launch (the op and the tuning bench call this)."""
     g, v, width = qk.shape
     d, n = width // (2 * heads), y.shape[2]
     dz = dz.to(y.dtype)
     dqk = torch.empty_like(qk, memory_format=torch.contiguous_format)
     dy = torch.empty_like(y, memory_format=torch.contiguous_format)
-    dtopo = torch.zeros(heads, v, v, device=qk.device, dtype=torch.float32)
-    if g:
-        _backward_kernel[(triton.cdiv(g, _FRAMES),)](
-            qk, topology, y, dz, dqk, dtopo, dy, g, v, n, d, scale,
-            *qk.stride(), *topology.stride(), *y.stride(), *dz.stride(), *dqk.stride(), *dy.stride(),
-            heads, _BV, _tiles(d), _BN, triton.cdiv(n, _BN), _FRAMES,
-        )  # fmt: skip
-    return dqk, dtopo.to(topology.dtype), dy
+    if not g:
+        return dqk, torch.zeros_like(topology), dy
+    programs, bn = triton.cdiv(g, launch.frames), launch.columns(n)
+    partial = torch.empty(programs, heads, v, v, device=qk.device, dtype=torch.float32)
+    _sagc_backward_kernel[(programs,)](
+        qk, topology, y, dz, dqk, partial, dy, g, v, n, d, scale,
+        *qk.stride(), *topology.stride(), *y.stride(), *dz.stride(), *dqk.stride(), *dy.stride(),
+        heads, _BV, _tiles(d), bn, triton.cdiv(n, bn), launch.frames,
+        num_warps=launch.num_warps, num_stages=launch.num_stages,
+    )  # fmt: skip
+    return dqk, partial.sum(0).to(topology.dtype), dy
 
 
 @sagc_attention_backward.register_fake
@@ -235,11 +298,14 @@ def check_kernels(
     n: int = 80,
     heads: int = 3,
     seed: int = 0,
+    launches: tuple[Launch, Launch] | None = None,
 ) -> dict[str, float | bool]:
     """Relative errors of the output and the three gradients against the float64 reference.
 
     ``frames`` not a multiple of the backward's frame group and ``n`` not a multiple of the column
     tile exercise the masks; the inputs are strided views. ``used_kernels``: whether Triton ran.
+    ``launches``: (forward, backward) launches to call the kernels with directly; None: through
+    the autograd op with the tuned launches.
     """
     g = torch.Generator().manual_seed(seed)
     v = 25
@@ -251,8 +317,13 @@ def check_kernels(
     qk = qk64.to(device, dtype).requires_grad_()
     topo = topo64.to(device, torch.float32).requires_grad_()
     y = y64.to(device, dtype).requires_grad_()
-    z = sagc_attention(qk, topo, y, heads, scale)
-    z.backward(dz64.to(device, dtype))
+    if launches is None:
+        z = sagc_attention(qk, topo, y, heads, scale)
+        z.backward(dz64.to(device, dtype))
+    else:
+        z = attention_forward(qk, topo, y, heads, scale, launches[0])
+        dz = dz64.to(device, dtype)
+        qk.grad, topo.grad, y.grad = attention_backward(qk, topo, y, dz, heads, scale, launches[1])
     leaves = [t.detach().double().cpu().requires_grad_() for t in (qk, topo, y)]
     z_ref = reference(*leaves, heads, scale)
     z_ref.backward(dz64.to(dtype).double())
