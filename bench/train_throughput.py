@@ -387,21 +387,22 @@ def profile_step(
     )
 
 
-KERNEL_CATEGORIES = (  # first match wins; names as the profiler reports them
-    ("fused SA-GC attention (ours)", ("_sagc_",)),
-    ("frame_matmul (ours)", ("_grad_a_kernel", "_forward_kernel")),
-    ("Inductor: BatchNorm/LayerNorm fused", ("batch_norm", "layer_norm")),
-    ("Inductor: other fused", ("triton_",)),
-    ("GEMM / convolution (cuBLAS, cuDNN)", ("nvjet", "gemm", "xmma", "cutlass", "magma", "conv")),
-    ("ATen reductions", ("reduce_kernel",)),
-    ("ATen elementwise / copies", ("elementwise", "memcpy", "Memcpy", "Memset", "copy")),
+KERNEL_CATEGORIES = (  # first match wins: (category, name prefix, any of these substrings)
+    ("fused SA-GC attention (ours)", "", ("_sagc_",)),
+    ("frame_matmul (ours)", "", ("_grad_a_kernel", "_forward_kernel")),
+    ("Inductor: BatchNorm/LayerNorm fused", "triton_", ("batch_norm", "layer_norm")),
+    ("Inductor: other fused", "triton_", ("",)),
+    ("ATen BatchNorm/LayerNorm (eager)", "", ("batch_norm", "layer_norm", "GammaBeta")),
+    ("GEMM / convolution (cuBLAS, cuDNN)", "", ("nvjet", "gemm", "xmma", "cutlass", "magma", "conv")),
+    ("ATen reductions", "", ("reduce_kernel",)),
+    ("ATen elementwise / copies", "", ("elementwise", "memcpy", "Memcpy", "Memset", "copy")),
 )
 
 
 def kernel_category(name: str) -> str:
     """Which family a GPU kernel belongs to (for the profile's per-category totals)."""
-    for category, needles in KERNEL_CATEGORIES:
-        if any(n in name for n in needles):
+    for category, prefix, needles in KERNEL_CATEGORIES:
+        if name.startswith(prefix) and any(n in name for n in needles):
             return category
     return "other"
 
@@ -425,7 +426,8 @@ def main() -> None:
         default=["auto+unfused", "auto+bmm"],
         help="other settings of crossglg at --compare-batch: MODE[+FLAG...]; flags fused / unfused "
         "(SA-GC's attention as one kernel or with the maps in memory), bmm (unfused with torch.bmm for "
-        "the products), cdt (Inductor coordinate-descent tuning), combo (Inductor combo kernels)",
+        "the products), cdt (Inductor coordinate-descent tuning), combo (Inductor combo kernels), "
+        "mapw (Inductor max_autotune_pointwise)",
     )
     parser.add_argument("--compare-batch", type=int, default=128, help="batch of the compare section")
     parser.add_argument("--profile-mode", default="off", help="compile mode of the profiled step")
@@ -586,6 +588,7 @@ def main() -> None:
 INDUCTOR_FLAGS = {
     "cdt": {"coordinate_descent_tuning": True},  # tune each Triton kernel's block sizes
     "combo": {"combo_kernels": True},  # horizontally fuse independent small kernels
+    "mapw": {"max_autotune_pointwise": True},  # benchmark more block sizes per pointwise/reduction
 }
 
 

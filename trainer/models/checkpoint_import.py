@@ -6,8 +6,10 @@ with ``agcn`` (SA-GC: ``conv_d.<head>``, ``down``, ``bn``, ``shared_topology``, 
 temporal conv of the dilated branches, 4 the BN after max-pooling) and ``residual`` (conv + BN);
 ``to_joint_embedding``, ``pos_embedding``, ``data_bn``, ``fc``, ``fc_mu``, ``fc_logvar``, ``decoder``.
 
-Our layout fuses per-head and per-branch 1×1 convolutions, so the mapping concatenates those
-weights (and sums the per-head biases, whose outputs are summed in the official forward).
+Our layout fuses per-head and per-branch 1×1 convolutions and the per-branch BatchNorms (the
+entry BNs of the first three branches into ``expand_bn``, the closing BNs of all four into
+``out_bn``), so the mapping concatenates those tensors along the channels (and sums the per-head
+biases, whose outputs are summed in the official forward).
 """
 
 from __future__ import annotations
@@ -26,15 +28,28 @@ _RENAMES: tuple[tuple[str, str], ...] = (
     (r"^l(\d+)\.agcn\.attn\.ln\.", "blocks.{0}.gc.attn_norm."),
     (r"^l(\d+)\.agcn\.attn\.to_qk\.", "blocks.{0}.gc.to_qk."),
     (r"^l(\d+)\.agcn\.(shared_topology|bn\.|down\.)", "blocks.{0}.gc.{1}"),
-    (r"^l(\d+)\.tcn\.branches\.([01])\.3\.", "blocks.{0}.tcn.dilated.{1}."),
-    (r"^l(\d+)\.tcn\.branches\.2\.4\.", "blocks.{0}.tcn.pool_bn."),
-    (r"^l(\d+)\.tcn\.branches\.3\.1\.", "blocks.{0}.tcn.pointwise_bn."),
+    (r"^l(\d+)\.tcn\.branches\.([01])\.3\.conv\.", "blocks.{0}.tcn.dilated.{1}."),
     (r"^l(\d+)\.residual\.", "blocks.{0}.residual."),
     (r"^(data_bn|fc|fc_mu|fc_logvar|decoder)\.", "{0}."),
 )
 _HEAD_CONV = re.compile(r"^l(\d+)\.agcn\.conv_d\.(\d+)\.(weight|bias)$")
 _ENTRY_CONV = re.compile(r"^l(\d+)\.tcn\.branches\.([0-3])\.0\.(weight|bias)$")
-_ENTRY_BN = re.compile(r"^l(\d+)\.tcn\.branches\.([0-2])\.1\.(" + "|".join(_BN_KEYS) + ")$")
+_BN_KEY = "(" + "|".join(_BN_KEYS) + ")$"
+# Official per-branch BatchNorms → (our fused BN, the branch's slot in it).
+_BRANCH_BNS: tuple[tuple[re.Pattern[str], str, int | None], ...] = (
+    (re.compile(r"^l(\d+)\.tcn\.branches\.([0-2])\.1\." + _BN_KEY), "expand_bn", None),
+    (re.compile(r"^l(\d+)\.tcn\.branches\.([01])\.3\.bn\." + _BN_KEY), "out_bn", None),
+    (re.compile(r"^l(\d+)\.tcn\.branches\.2\.4\." + _BN_KEY), "out_bn", 2),
+    (re.compile(r"^l(\d+)\.tcn\.branches\.3\.1\." + _BN_KEY), "out_bn", 3),
+)
+
+
+def _branch_bn(key: str) -> tuple[int, str, str, int] | None:
+    """(block, fused BN name, tensor kind, branch slot) of an official per-branch BN key, else None."""
+    for pattern, fused, slot in _BRANCH_BNS:
+        if m := pattern.match(key):
+            return _block(m[1]), fused, m[m.lastindex or 0], int(m[2]) if slot is None else slot
+    return None
 
 
 class CheckpointImportError(ValueError):
@@ -55,7 +70,7 @@ def map_official_infogcn_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     mapped: dict[str, Tensor] = {}
     head_convs: dict[tuple[int, str], dict[int, Tensor]] = {}
     entry_convs: dict[tuple[int, str], dict[int, Tensor]] = {}
-    entry_bns: dict[tuple[int, str], dict[int, Tensor]] = {}
+    branch_bns: dict[tuple[int, str, str], dict[int, Tensor]] = {}
     unknown: list[str] = []
     for raw_key, value in state.items():
         key = raw_key.removeprefix("module.")
@@ -65,8 +80,9 @@ def map_official_infogcn_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         if m := _ENTRY_CONV.match(key):
             entry_convs.setdefault((_block(m[1]), m[3]), {})[int(m[2])] = value
             continue
-        if m := _ENTRY_BN.match(key):
-            entry_bns.setdefault((_block(m[1]), m[3]), {})[int(m[2])] = value
+        if bn := _branch_bn(key):
+            block, fused, kind, slot = bn
+            branch_bns.setdefault((block, fused, kind), {})[slot] = value
             continue
         for pattern, template in _RENAMES:
             if m := re.match(pattern, key):
@@ -88,10 +104,11 @@ def map_official_infogcn_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         mapped[f"blocks.{block}.gc.mix.{kind}"] = torch.cat(ordered, 1) if kind == "weight" else sum(ordered)
     for (block, kind), branches in entry_convs.items():
         mapped[f"blocks.{block}.tcn.expand.{kind}"] = torch.cat([branches[b] for b in sorted(branches)], 0)
-    for (block, kind), branches in entry_bns.items():
+    for (block, fused, kind), branches in branch_bns.items():
         values = [branches[b] for b in sorted(branches)]
-        fused = values[0] if kind == "num_batches_tracked" else torch.cat(values, 0)
-        mapped[f"blocks.{block}.tcn.expand_bn.{kind}"] = fused
+        mapped[f"blocks.{block}.tcn.{fused}.{kind}"] = (
+            values[0] if kind == "num_batches_tracked" else torch.cat(values, 0)
+        )
     return mapped
 
 

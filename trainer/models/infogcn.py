@@ -145,7 +145,9 @@ class MultiScaleTemporalConv(nn.Module):
 
     Branches: 1×1 conv + BN + ReLU followed by a kernel-5 temporal conv + BN with dilation 1 and 2;
     1×1 conv + BN + ReLU + max-pool(3) + BN; strided 1×1 conv + BN. The four 1×1 entry convolutions
-    are a single convolution here (the last branch is subsampled after it, which equals a strided 1×1).
+    are a single convolution here (the last branch is subsampled after it, which equals a strided 1×1),
+    and so are the four closing BatchNorms: BatchNorm is per channel, so one BN over the concatenated
+    branches computes the same function as one BN per branch, with one statistics pass instead of four.
     """
 
     def __init__(
@@ -160,10 +162,19 @@ class MultiScaleTemporalConv(nn.Module):
         self.n_activated = (len(dilations) + 1) * bc  # channels that go through BN + ReLU before their branch
         self.expand = nn.Conv2d(channels, n_branches * bc, 1)
         self.expand_bn = nn.BatchNorm2d(self.n_activated)
-        self.dilated = nn.ModuleList(TemporalConvBN(bc, bc, kernel_size, stride, d) for d in dilations)
+        self.dilated = nn.ModuleList(
+            nn.Conv2d(
+                bc,
+                bc,
+                kernel_size=(kernel_size, 1),
+                stride=(stride, 1),
+                padding=(d * (kernel_size - 1) // 2, 0),
+                dilation=(d, 1),
+            )
+            for d in dilations
+        )
         self.pool = nn.MaxPool2d(kernel_size=(3, 1), stride=(stride, 1), padding=(1, 0))
-        self.pool_bn = nn.BatchNorm2d(bc)
-        self.pointwise_bn = nn.BatchNorm2d(bc)
+        self.out_bn = nn.BatchNorm2d(n_branches * bc)  # channels: dilated branches, pool, pointwise
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 conv_init(m)
@@ -174,10 +185,10 @@ class MultiScaleTemporalConv(nn.Module):
         y = pointwise(self.expand, x)
         active = F.relu(self.expand_bn(y[:, : self.n_activated]))
         parts = active.split(self.branch_channels, dim=1)
-        outs = [branch(part) for branch, part in zip(self.dilated, parts[:-1], strict=True)]
-        outs.append(self.pool_bn(self.pool(parts[-1])))
-        outs.append(self.pointwise_bn(y[:, self.n_activated :, :: self.stride]))
-        return F.relu(torch.cat(outs, dim=1))
+        outs = [conv(part) for conv, part in zip(self.dilated, parts[:-1], strict=True)]
+        outs.append(self.pool(parts[-1]))
+        outs.append(y[:, self.n_activated :, :: self.stride])
+        return F.relu(self.out_bn(torch.cat(outs, dim=1)))
 
 
 class InfoGCNBlock(nn.Module):
