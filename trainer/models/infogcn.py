@@ -243,8 +243,9 @@ class InfoGCN(SkeletonEncoder):
         dropout: dropout on the head's hidden feature.
         prior_gain: gain of the orthogonal class prior (official default 3).
         fused_attention: compute each SA-GC's attention path with the fused per-frame kernel
-            (:mod:`trainer.models.sagc_attention`; same function, +9% training samples/s on an
-            H200 at batch 128); ``False``: the unfused evaluation with the maps in memory.
+            (:mod:`trainer.models.sagc_attention`; same function, +11.6% training samples/s on
+            an H200 at batch 128 before its launches were tuned); ``False``: the unfused
+            evaluation with the maps in memory.
     """
 
     def __init__(
