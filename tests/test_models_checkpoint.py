@@ -202,3 +202,44 @@ def test_checkpoint_file_round_trip(tmp_path, ntu):
     model = create_model("infogcn", num_classes=K, spec=ntu)
     load_official_infogcn(model, path)
     torch.testing.assert_close(model.fc_mu.bias, official_state_dict()["module.fc_mu.bias"])
+
+
+def _per_branch_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict as written before the TCN's closing BNs were fused (one BN per branch)."""
+    old: dict[str, torch.Tensor] = {}
+    branch_bns = ["dilated.0.bn.", "dilated.1.bn.", "pool_bn.", "pointwise_bn."]
+    for key, value in state.items():
+        head, sep, kind = key.partition(".tcn.out_bn.")
+        if sep:
+            bc = state[f"{head}.tcn.out_bn.weight"].shape[0] // len(branch_bns)
+            for i, part in enumerate(branch_bns):
+                piece = value if kind == "num_batches_tracked" else value[i * bc : (i + 1) * bc]
+                old[f"{head}.tcn.{part}{kind}"] = piece.clone()
+        elif ".tcn.dilated." in key:
+            stem, _, kind = key.rpartition(".")
+            old[f"{stem}.conv.{kind}"] = value
+        else:
+            old[key] = value
+    return old
+
+
+def test_checkpoints_with_per_branch_tcn_bns_still_load(ntu):
+    """Runs saved before the closing BNs were fused load into the new layout, same function."""
+    source = create_model("infogcn", num_classes=K, spec=ntu)
+    with torch.no_grad():
+        for name, buf in source.named_buffers():
+            if name.endswith("running_mean") or name.endswith("running_var"):
+                buf.copy_(torch.rand_like(buf) + 0.5)
+        for module in source.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.normal_()
+    state = source.state_dict()
+    old = _per_branch_layout(state)
+    assert "blocks.0.tcn.pool_bn.running_var" in old and "blocks.0.tcn.out_bn.weight" not in old
+    target = create_model("infogcn", num_classes=K, spec=ntu)
+    target.load_state_dict(old)  # strict
+    for key, value in state.items():
+        torch.testing.assert_close(target.state_dict()[key], value)
+    x = torch.randn(2, 3, 16, V, M, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(target.eval()(x)["logits"], source.eval()(x)["logits"])

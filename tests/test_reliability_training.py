@@ -102,3 +102,23 @@ def test_nan_loss_names_the_exact_step_and_keeps_a_finite_checkpoint(
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["step"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow  # two real training steps on the CPU: ~25 s
+def test_resume_from_another_model_layout_stops_with_a_clear_line_and_keeps_the_checkpoint(
+    tiny: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(step, "crossglg_loss", _loss_failing_at(2, "nan"))
+    assert _run(tiny, tmp_path / "run").exit_code == 1  # leaves last.pt at step 1
+    last = tmp_path / "run" / "last.pt"
+    state = load_checkpoint(last)
+    # As if the model had one parameter fewer when last.pt was written.
+    state["optimizer"]["param_groups"][0]["params"].pop()
+    torch.save(state, last)
+    before = last.read_bytes()
+    result = _run(tiny, tmp_path / "run")
+    assert result.exit_code == 1, result.output
+    flat = " ".join(result.output.split())
+    assert "written by an earlier model layout" in flat and "move it away" in flat
+    assert "Traceback" not in flat
+    assert last.read_bytes() == before  # nothing already stored is lost

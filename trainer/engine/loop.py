@@ -165,7 +165,13 @@ def train(config: Config, run_dir: Path, ctx: DistContext, show_progress: bool =
         # Loaded on the CPU: RNG states must stay there; model and optimizer copy to their device.
         state = load_checkpoint(last_path, map_location="cpu")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as err:  # the parameter list changed since the checkpoint was written
+            raise TrainingStopped(
+                f"{last_path} was written by an earlier model layout; its weights load but its optimizer "
+                f"state does not ({err}): move it away to restart the run, or evaluate best.pt"
+            ) from err
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         step, start_epoch = int(state["step"]), int(state["epoch"])

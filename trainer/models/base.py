@@ -64,6 +64,10 @@ class SkeletonEncoder(nn.Module):
         return out
 
 
+BN_STATE_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+"""The state-dict entries of one BatchNorm module."""
+
+
 class TemporalConvBN(nn.Sequential):
     """``Conv2d`` over time only (kernel ``(k, 1)``, 'same' padding for stride 1) followed by BatchNorm."""
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-_BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+from trainer.models.base import BN_STATE_KEYS
+
 _RENAMES: tuple[tuple[str, str], ...] = (
     (r"^to_joint_embedding\.", "joint_embed."),
     (r"^pos_embedding$", "pos_embed"),
@@ -34,7 +35,7 @@ _RENAMES: tuple[tuple[str, str], ...] = (
 )
 _HEAD_CONV = re.compile(r"^l(\d+)\.agcn\.conv_d\.(\d+)\.(weight|bias)$")
 _ENTRY_CONV = re.compile(r"^l(\d+)\.tcn\.branches\.([0-3])\.0\.(weight|bias)$")
-_BN_KEY = "(" + "|".join(_BN_KEYS) + ")$"
+_BN_KEY = "(" + "|".join(BN_STATE_KEYS) + ")$"
 # Official per-branch BatchNorms → (our fused BN, the branch's slot in it).
 _BRANCH_BNS: tuple[tuple[re.Pattern[str], str, int | None], ...] = (
     (re.compile(r"^l(\d+)\.tcn\.branches\.([0-2])\.1\." + _BN_KEY), "expand_bn", None),

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.models.base import SkeletonEncoder, TemporalConvBN, bn_init, conv_init
+from trainer.models.base import BN_STATE_KEYS, SkeletonEncoder, TemporalConvBN, bn_init, conv_init
 from trainer.models.frame_matmul import frame_matmul
 from trainer.models.graph import SkeletonGraph
 from trainer.models.registry import register_encoder
@@ -180,6 +180,25 @@ class MultiScaleTemporalConv(nn.Module):
                 conv_init(m)
             elif isinstance(m, nn.BatchNorm2d):
                 bn_init(m, 1.0)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # Checkpoints written before the closing BNs were fused (2026-11-22) hold one BN per branch
+        # (dilated.<d>.bn, pool_bn, pointwise_bn) and dilated.<d>.conv: rewrite them in place into
+        # this layout, so older runs still load and evaluate to the same function.
+        if prefix + "out_bn.weight" not in state_dict and prefix + "pool_bn.weight" in state_dict:
+            parts = [f"dilated.{d}.bn." for d in range(len(self.dilated))] + ["pool_bn.", "pointwise_bn."]
+            for kind in BN_STATE_KEYS:
+                values = [state_dict.pop(prefix + part + kind, None) for part in parts]
+                if any(v is None for v in values):
+                    continue  # left missing: load_state_dict names it
+                fused = values[0] if kind == "num_batches_tracked" else torch.cat(values, 0)
+                state_dict[prefix + "out_bn." + kind] = fused
+            for d in range(len(self.dilated)):
+                for kind in ("weight", "bias"):
+                    old = f"{prefix}dilated.{d}.conv.{kind}"
+                    if old in state_dict:
+                        state_dict[f"{prefix}dilated.{d}.{kind}"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         y = pointwise(self.expand, x)
