@@ -73,3 +73,25 @@ def test_sagc_attention_tuning_quick_picks_a_checked_launch_per_width(tmp_path: 
             errors = [row["check"][k] for k in ("z", "grad_qk", "grad_topology", "grad_y")]
             assert row["check"]["used_kernels"] and max(errors) < 2e-3, row["check"]
     assert "TUNED_FORWARD = {40: Launch(" in proc.stdout
+
+
+def test_batchnorm_bandwidth_quick_times_every_recorded_call(tmp_path: Path) -> None:
+    from torch import nn
+
+    from dataspec import load_spec
+    from trainer.models.crossglg import CrossGLG
+
+    out = _run(["bench/batchnorm_bandwidth.py", "--device", "cpu", "--quick", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "batchnorm_bandwidth.json").read_text())
+    model = CrossGLG("infogcn", 100, load_spec("ntu120"), g2l=True, l2g=True)
+    n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    rows = result["rows"]
+    assert sum(r["calls_per_step"] for r in rows) == n_bn  # every BatchNorm runs once per forward
+    assert all(r["eager_ms"] > 0 and r["floor_ms"] > 0 for r in rows)
+    # The recorded layouts are kept: channels-last rows, and the TCN's entry BN sees a channel slice.
+    four_d = [r for r in rows if len(r["shape"]) == 4]
+    assert all(r["stride"][1] == 1 for r in four_d)
+    assert any(r["stride"][2] != r["shape"][1] * r["shape"][3] for r in four_d)
+    total = sum(r["eager_ms"] * r["calls_per_step"] for r in rows)
+    assert result["per_step_ms"]["eager_ms"] == pytest.approx(total, rel=1e-3, abs=1e-3)
+    assert "| **per step** |" in out

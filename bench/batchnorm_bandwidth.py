@@ -1,0 +1,190 @@
+"""How far the training step's BatchNorms run from the memory bandwidth, one shape at a time.
+
+The compiled training step spends about half of its kernel time in Inductor kernels built around
+BatchNorm (docs/performance.md, "What bounds it now"). Whether a BatchNorm of our own would pay
+depends on how far those kernels are from the bandwidth floor: this bench records every BatchNorm
+call of one training forward of the benchmarked model (InfoGCN + CrossGLG, NTU-120 shapes, batch
+``--batch``) with its exact shape and strides (channels-last, slices included), then times each
+distinct call alone — forward in training mode plus backward, eager and ``torch.compile``d — and
+sets the time against the floor of the bytes a BatchNorm must move:
+
+    forward:  read x (statistics), read x + write y (normalise)            = 3 passes
+    backward: read dy, x (two channel sums), read dy, x + write dx         = 5 passes
+
+so 8 passes of the input's bytes at the measured copy rate (``--passes`` to change the count).
+Prints a table per shape and the totals per training step::
+
+    python bench/batchnorm_bandwidth.py --device cuda          # ~2-3 min on an H100/H200 (compiles)
+    python bench/batchnorm_bandwidth.py --device cpu --quick   # tiny sizes, eager: checks the script
+
+Writes ``bench/results/batchnorm_bandwidth.json`` (``--out`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dataspec import load_spec  # noqa: E402
+from trainer.models.crossglg import CrossGLG  # noqa: E402
+
+Call = tuple[str, tuple[int, ...], tuple[int, ...]]  # module kind, input shape, input strides
+
+
+def model_calls(batch: int, frames: int, device: torch.device) -> Counter[Call]:
+    """The BatchNorm calls of one training forward of the benchmarked model, by shape and strides."""
+    spec = load_spec("ntu120")
+    model = CrossGLG("infogcn", 100, spec, g2l=True, l2g=True).to(device).train()
+    seen: Counter[Call] = Counter()
+
+    def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0]
+        seen[(type(module).__name__, tuple(x.shape), tuple(x.stride()))] += 1
+
+    hooks = [
+        m.register_forward_pre_hook(record)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    x = torch.randn(batch, 3, frames, spec.num_joints, 2, device=device)
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            model.extract_features(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def storage_size(shape: tuple[int, ...], stride: tuple[int, ...]) -> int:
+    """Elements a strided view of ``shape``/``stride`` spans (its last element's offset + 1)."""
+    return 1 + sum((n - 1) * s for n, s in zip(shape, stride, strict=True))
+
+
+def time_call(fn: Callable[[], object], device: torch.device, reps: int) -> float:
+    """Mean seconds of ``fn`` after three warm-up calls."""
+    for _ in range(3):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / reps
+
+
+def bench_call(call: Call, device: torch.device, dtype: torch.dtype, mode: str, reps: int) -> float:
+    """Seconds of one BatchNorm forward (training) + backward of ``call``'s input layout."""
+    kind, shape, stride = call
+    channels = shape[1]
+    bn = (nn.BatchNorm1d if kind == "BatchNorm1d" else nn.BatchNorm2d)(channels).to(device)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    base = torch.randn(storage_size(shape, stride), generator=gen).to(device, dtype)
+    x = base.as_strided(shape, stride).detach().requires_grad_(True)  # a leaf with the recorded strides
+    dy = torch.randn(shape, generator=gen).to(device, dtype)
+
+    def step(x: torch.Tensor, dy: torch.Tensor) -> None:
+        y = bn(x)
+        torch.autograd.backward(y, dy)
+
+    fn = torch.compile(step, dynamic=False) if mode == "compiled" else step
+    return time_call(lambda: fn(x, dy), device, reps)
+
+
+def copy_rate(device: torch.device) -> float:
+    """Device copy rate in bytes/s (read + write of 1 GiB; 256 MiB on the CPU)."""
+    n = (2**30 if device.type == "cuda" else 2**28) // 2
+    src = torch.randn(n, device=device, dtype=torch.bfloat16)
+    dst = torch.empty_like(src)
+    return 2 * src.nbytes / time_call(lambda: dst.copy_(src), device, 10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, eager only (script check)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=None)
+    parser.add_argument("--passes", type=int, default=8, help="input-sized passes of the floor")
+    parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args()
+    if args.quick:
+        args.batch, args.frames, args.reps = 2, 16, 2
+    modes = args.modes or (["eager"] if args.quick else ["eager", "compiled"])
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+
+    calls = model_calls(args.batch, args.frames, device)
+    rate = copy_rate(device)
+    rows: list[dict[str, Any]] = []
+    for call, count in sorted(calls.items(), key=lambda kv: -kv[1] * torch.Size(kv[0][1]).numel()):
+        kind, shape, stride = call
+        nbytes = torch.Size(shape).numel() * torch.tensor([], dtype=dtype).element_size()
+        row: dict[str, Any] = {
+            "module": kind,
+            "shape": list(shape),
+            "stride": list(stride),
+            "calls_per_step": count,
+            "mb": round(nbytes / 1e6, 2),
+            "floor_ms": round(args.passes * nbytes / rate * 1e3, 4),
+        }
+        for mode in modes:
+            row[f"{mode}_ms"] = round(bench_call(call, device, dtype, mode, args.reps) * 1e3, 4)
+            row[f"{mode}_of_floor"] = round(row[f"{mode}_ms"] / row["floor_ms"], 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    totals = {
+        key: round(sum(r[key] * r["calls_per_step"] for r in rows), 3)
+        for key in ["floor_ms", *[f"{m}_ms" for m in modes]]
+    }
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "dtype": str(dtype).removeprefix("torch."),
+        "batch": args.batch,
+        "frames": args.frames,
+        "copy_tb_s": round(rate / 1e12, 3),
+        "passes": args.passes,
+        "rows": rows,
+        "per_step_ms": totals,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "batchnorm_bandwidth.json").write_text(json.dumps(result, indent=1) + "\n")
+
+    head = "| BN | input | calls | MB | floor ms |" + "".join(f" {m} ms | {m} ×floor |" for m in modes)
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for r in rows:
+        shape = "×".join(map(str, r["shape"]))
+        cells = "".join(f" {r[f'{m}_ms']:.3f} | {r[f'{m}_of_floor']:.1f} |" for m in modes)
+        head_cells = (
+            f"| {r['module']} | {shape} | {r['calls_per_step']} | {r['mb']:.1f} | {r['floor_ms']:.3f} |"
+        )
+        lines.append(head_cells + cells)
+    per_step = "".join(f" {totals[f'{m}_ms']:.2f} | |" for m in modes)
+    lines.append(f"| **per step** | | {sum(calls.values())} | | {totals['floor_ms']:.2f} |{per_step}")
+    print()
+    print(
+        f"{result['device']}, {result['dtype']}, batch {args.batch}, copy rate {result['copy_tb_s']} TB/s, "
+        f"floor = {args.passes} input passes; forward (training) + backward per call"
+    )
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
