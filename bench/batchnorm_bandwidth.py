@@ -1,17 +1,22 @@
-"""How far the training step's BatchNorms run from the memory bandwidth, one shape at a time.
+"""How far the training step's BatchNorms (and LayerNorms) run from the memory bandwidth, per shape.
 
 The compiled training step spends about half of its kernel time in Inductor kernels built around
 BatchNorm (docs/performance.md, "What bounds it now"). Whether a BatchNorm of our own would pay
 depends on how far those kernels are from the bandwidth floor: this bench records every BatchNorm
-call of one training forward of the benchmarked model (InfoGCN + CrossGLG, NTU-120 shapes, batch
-``--batch``) with its exact shape and strides (channels-last, slices included), then times each
+call — and each LayerNorm call (SA-GC's attention input) — of one training forward of the
+benchmarked model (InfoGCN + CrossGLG, NTU-120 shapes, batch ``--batch``) with its exact shape and
+strides (channels-last, slices included), then times each
 distinct call alone — forward in training mode plus backward, eager and ``torch.compile``d — and
-sets the time against the floor of the bytes a BatchNorm must move:
+sets the time against the floor of the bytes it must move at the measured copy rate:
 
-    forward:  read x (statistics), read x + write y (normalise)            = 3 passes
-    backward: read dy, x (two channel sums), read dy, x + write dx         = 5 passes
+    BatchNorm forward:  read x (statistics), read x + write y (normalise)       = 3 passes
+    BatchNorm backward: read dy, x (two channel sums), read dy, x + write dx    = 5 passes
+    LayerNorm (per row, statistics in registers; under autocast its output and gradient are
+              fp32, twice the input's bf16 bytes): forward read x + write y = 1 + 2,
+              backward read dy, x + write dx = 2 + 1 + 1 (the weight gradients' sums ride along)
 
-so 8 passes of the input's bytes at the measured copy rate (``--passes`` to change the count).
+so 8 passes of the input's bytes for a BatchNorm, 7 for a LayerNorm (on the GPU; on the CPU
+everything is fp32 and the LayerNorm floor is loose).
 Prints a table per shape and the totals per training step::
 
     python bench/batchnorm_bandwidth.py --device cuda          # ~2-3 min on an H100/H200 (compiles)
@@ -40,10 +45,12 @@ from dataspec import load_spec  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
 
 Call = tuple[str, tuple[int, ...], tuple[int, ...]]  # module kind, input shape, input strides
+TEXT_DIM = 384  # the text embeddings' width in train_throughput.py
+PASSES = {"BatchNorm1d": 8, "BatchNorm2d": 8, "LayerNorm": 7}  # input-sized passes of the floor
 
 
 def model_calls(batch: int, frames: int, device: torch.device) -> Counter[Call]:
-    """The BatchNorm calls of one training forward of the benchmarked model, by shape and strides."""
+    """The BatchNorm and LayerNorm calls of one training forward of the model, by shape and strides."""
     spec = load_spec("ntu120")
     model = CrossGLG("infogcn", 100, spec, g2l=True, l2g=True).to(device).train()
     seen: Counter[Call] = Counter()
@@ -55,12 +62,13 @@ def model_calls(batch: int, frames: int, device: torch.device) -> Counter[Call]:
     hooks = [
         m.register_forward_pre_hook(record)
         for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.LayerNorm)
     ]
     x = torch.randn(batch, 3, frames, spec.num_joints, 2, device=device)
+    text = torch.randn(batch, spec.num_joints, TEXT_DIM, device=device).half()  # joint texts
     try:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            model.extract_features(x)
+            model(x, text)
     finally:
         for hook in hooks:
             hook.remove()
@@ -87,18 +95,26 @@ def time_call(fn: Callable[[], object], device: torch.device, reps: int) -> floa
 
 
 def bench_call(call: Call, device: torch.device, dtype: torch.dtype, mode: str, reps: int) -> float:
-    """Seconds of one BatchNorm forward (training) + backward of ``call``'s input layout."""
+    """Seconds of one norm forward (training) + backward of ``call``'s input layout."""
     kind, shape, stride = call
     channels = shape[1]
-    bn = (nn.BatchNorm1d if kind == "BatchNorm1d" else nn.BatchNorm2d)(channels).to(device)
+    norm: nn.Module
+    if kind == "LayerNorm":
+        norm = nn.LayerNorm(shape[-1])
+    else:
+        norm = (nn.BatchNorm1d if kind == "BatchNorm1d" else nn.BatchNorm2d)(channels)
+    norm = norm.to(device)
     gen = torch.Generator(device="cpu").manual_seed(0)
     base = torch.randn(storage_size(shape, stride), generator=gen).to(device, dtype)
     x = base.as_strided(shape, stride).detach().requires_grad_(True)  # a leaf with the recorded strides
     dy = torch.randn(shape, generator=gen).to(device, dtype)
 
     def step(x: torch.Tensor, dy: torch.Tensor) -> None:
-        y = bn(x)
-        torch.autograd.backward(y, dy)
+        # Under autocast as in the training step: BN keeps bf16 activations (fp32 statistics),
+        # LayerNorm computes in fp32.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            y = norm(x)
+        torch.autograd.backward(y, dy.to(y.dtype))
 
     fn = torch.compile(step, dynamic=False) if mode == "compiled" else step
     return time_call(lambda: fn(x, dy), device, reps)
@@ -119,7 +135,6 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=None)
-    parser.add_argument("--passes", type=int, default=8, help="input-sized passes of the floor")
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
@@ -141,7 +156,7 @@ def main() -> None:
             "stride": list(stride),
             "calls_per_step": count,
             "mb": round(nbytes / 1e6, 2),
-            "floor_ms": round(args.passes * nbytes / rate * 1e3, 4),
+            "floor_ms": round(PASSES[kind] * nbytes / rate * 1e3, 4),
         }
         for mode in modes:
             row[f"{mode}_ms"] = round(bench_call(call, device, dtype, mode, args.reps) * 1e3, 4)
@@ -160,14 +175,14 @@ def main() -> None:
         "batch": args.batch,
         "frames": args.frames,
         "copy_tb_s": round(rate / 1e12, 3),
-        "passes": args.passes,
+        "passes": PASSES,
         "rows": rows,
         "per_step_ms": totals,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "batchnorm_bandwidth.json").write_text(json.dumps(result, indent=1) + "\n")
 
-    head = "| BN | input | calls | MB | floor ms |" + "".join(f" {m} ms | {m} ×floor |" for m in modes)
+    head = "| norm | input | calls | MB | floor ms |" + "".join(f" {m} ms | {m} ×floor |" for m in modes)
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
         shape = "×".join(map(str, r["shape"]))
@@ -181,7 +196,7 @@ def main() -> None:
     print()
     print(
         f"{result['device']}, {result['dtype']}, batch {args.batch}, copy rate {result['copy_tb_s']} TB/s, "
-        f"floor = {args.passes} input passes; forward (training) + backward per call"
+        "floor = 8 input passes per BatchNorm, 7 per LayerNorm; forward (training) + backward per call"
     )
     print("\n".join(lines))
 

@@ -84,12 +84,14 @@ def test_batchnorm_bandwidth_quick_times_every_recorded_call(tmp_path: Path) -> 
     out = _run(["bench/batchnorm_bandwidth.py", "--device", "cpu", "--quick", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "batchnorm_bandwidth.json").read_text())
     model = CrossGLG("infogcn", 100, load_spec("ntu120"), g2l=True, l2g=True)
-    n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    norms = nn.modules.batchnorm._BatchNorm | nn.LayerNorm
+    n_norms = sum(isinstance(m, norms) for m in model.modules())
     rows = result["rows"]
-    assert sum(r["calls_per_step"] for r in rows) == n_bn  # every BatchNorm runs once per forward
+    assert sum(r["calls_per_step"] for r in rows) == n_norms  # every norm runs once per forward
+    assert {r["module"] for r in rows} == {"BatchNorm1d", "BatchNorm2d", "LayerNorm"}
     assert all(r["eager_ms"] > 0 and r["floor_ms"] > 0 for r in rows)
     # The recorded layouts are kept: channels-last rows, and the TCN's entry BN sees a channel slice.
-    four_d = [r for r in rows if len(r["shape"]) == 4]
+    four_d = [r for r in rows if r["module"] == "BatchNorm2d"]
     assert all(r["stride"][1] == 1 for r in four_d)
     assert any(r["stride"][2] != r["shape"][1] * r["shape"][3] for r in four_d)
     total = sum(r["eager_ms"] * r["calls_per_step"] for r in rows)
