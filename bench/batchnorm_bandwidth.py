@@ -42,6 +42,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dataspec import load_spec  # noqa: E402
+from trainer.models.batchnorm_kernels import KernelBatchNorm2d, kernels_apply  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
 
 Call = tuple[str, tuple[int, ...], tuple[int, ...]]  # module kind, input shape, input strides
@@ -94,8 +95,12 @@ def time_call(fn: Callable[[], object], device: torch.device, reps: int) -> floa
     return (time.perf_counter() - t) / reps
 
 
-def bench_call(call: Call, device: torch.device, dtype: torch.dtype, mode: str, reps: int) -> float:
-    """Seconds of one norm forward (training) + backward of ``call``'s input layout."""
+def bench_call(call: Call, device: torch.device, dtype: torch.dtype, mode: str, reps: int) -> float | None:
+    """Seconds of one norm forward (training) + backward of ``call``'s input layout.
+
+    ``mode``: ``eager``, ``compiled`` (Inductor) or ``kernels`` (our candidate BatchNorm kernels,
+    :mod:`trainer.models.batchnorm_kernels`; None where they do not apply: other norms, CPU tensors).
+    """
     kind, shape, stride = call
     channels = shape[1]
     norm: nn.Module
@@ -103,18 +108,25 @@ def bench_call(call: Call, device: torch.device, dtype: torch.dtype, mode: str, 
         norm = nn.LayerNorm(shape[-1])
     else:
         norm = (nn.BatchNorm1d if kind == "BatchNorm1d" else nn.BatchNorm2d)(channels)
+    if mode == "kernels":
+        if kind != "BatchNorm2d":
+            return None
+        norm = KernelBatchNorm2d(channels)
     norm = norm.to(device)
     gen = torch.Generator(device="cpu").manual_seed(0)
     base = torch.randn(storage_size(shape, stride), generator=gen).to(device, dtype)
     x = base.as_strided(shape, stride).detach().requires_grad_(True)  # a leaf with the recorded strides
     dy = torch.randn(shape, generator=gen).to(device, dtype)
+    if mode == "kernels" and not kernels_apply(x):
+        return None
+    inputs = [x, *norm.parameters()]
 
     def step(x: torch.Tensor, dy: torch.Tensor) -> None:
         # Under autocast as in the training step: BN keeps bf16 activations (fp32 statistics),
         # LayerNorm computes in fp32.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             y = norm(x)
-        torch.autograd.backward(y, dy.to(y.dtype))
+        torch.autograd.grad(y, inputs, dy.to(y.dtype))  # the gradients, without accumulating them
 
     fn = torch.compile(step, dynamic=False) if mode == "compiled" else step
     return time_call(lambda: fn(x, dy), device, reps)
@@ -134,15 +146,26 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, eager only (script check)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--frames", type=int, default=64)
-    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=None)
+    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled", "kernels"), default=None)
+    parser.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float16", "float32"),
+        help="activations (default: bf16 on CUDA, fp32)",
+    )
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     if args.quick:
         args.batch, args.frames, args.reps = 2, 16, 2
-    modes = args.modes or (["eager"] if args.quick else ["eager", "compiled"])
+    modes = args.modes or (["eager"] if args.quick else ["eager", "compiled", "kernels"])
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = (
+        getattr(torch, args.dtype)
+        if args.dtype
+        else torch.bfloat16
+        if device.type == "cuda"
+        else torch.float32
+    )
 
     calls = model_calls(args.batch, args.frames, device)
     rate = copy_rate(device)
@@ -159,15 +182,28 @@ def main() -> None:
             "floor_ms": round(PASSES[kind] * nbytes / rate * 1e3, 4),
         }
         for mode in modes:
-            row[f"{mode}_ms"] = round(bench_call(call, device, dtype, mode, args.reps) * 1e3, 4)
-            row[f"{mode}_of_floor"] = round(row[f"{mode}_ms"] / row["floor_ms"], 2)
+            seconds = bench_call(call, device, dtype, mode, args.reps)
+            row[f"{mode}_ms"] = None if seconds is None else round(seconds * 1e3, 4)
+            row[f"{mode}_of_floor"] = (
+                None if seconds is None else round(row[f"{mode}_ms"] / row["floor_ms"], 2)
+            )
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    totals = {
-        key: round(sum(r[key] * r["calls_per_step"] for r in rows), 3)
-        for key in ["floor_ms", *[f"{m}_ms" for m in modes]]
-    }
+    def per_step(subset: list[dict[str, Any]]) -> dict[str, float | None]:
+        """Summed ms per training step of each column over ``subset`` (None where a mode skipped a row)."""
+        out: dict[str, float | None] = {}
+        for key in ["floor_ms", *[f"{m}_ms" for m in modes]]:
+            values = [r[key] for r in subset]
+            out[key] = (
+                None
+                if None in values
+                else round(sum(v * r["calls_per_step"] for v, r in zip(values, subset, strict=True)), 3)
+            )
+        return out
+
+    bn2d = [r for r in rows if r["module"] == "BatchNorm2d"]
+    totals = {"all": per_step(rows), "BatchNorm2d": per_step(bn2d)}
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -182,17 +218,22 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "batchnorm_bandwidth.json").write_text(json.dumps(result, indent=1) + "\n")
 
+    def cell(value: float | None, fmt: str) -> str:
+        return " — |" if value is None else f" {value:{fmt}} |"
+
     head = "| norm | input | calls | MB | floor ms |" + "".join(f" {m} ms | {m} ×floor |" for m in modes)
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
         shape = "×".join(map(str, r["shape"]))
-        cells = "".join(f" {r[f'{m}_ms']:.3f} | {r[f'{m}_of_floor']:.1f} |" for m in modes)
-        head_cells = (
-            f"| {r['module']} | {shape} | {r['calls_per_step']} | {r['mb']:.1f} | {r['floor_ms']:.3f} |"
+        first = f"| {r['module']} | {shape} | {r['calls_per_step']} | {r['mb']:.1f} | {r['floor_ms']:.3f} |"
+        lines.append(
+            first + "".join(cell(r[f"{m}_ms"], ".3f") + cell(r[f"{m}_of_floor"], ".1f") for m in modes)
         )
-        lines.append(head_cells + cells)
-    per_step = "".join(f" {totals[f'{m}_ms']:.2f} | |" for m in modes)
-    lines.append(f"| **per step** | | {sum(calls.values())} | | {totals['floor_ms']:.2f} |{per_step}")
+    for name, subset in (("all norms", rows), ("BatchNorm2d", bn2d)):
+        t = totals["all" if subset is rows else "BatchNorm2d"]
+        cells = "".join(cell(t[f"{m}_ms"], ".2f") + " |" for m in modes)
+        calls_in = sum(r["calls_per_step"] for r in subset)
+        lines.append(f"| **per step, {name}** | | {calls_in} | | {t['floor_ms']:.2f} |{cells}")
     print()
     print(
         f"{result['device']}, {result['dtype']}, batch {args.batch}, copy rate {result['copy_tb_s']} TB/s, "

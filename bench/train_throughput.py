@@ -46,6 +46,7 @@ from trainer.engine.step import (  # noqa: E402
     train_step,
 )
 from trainer.models import frame_matmul, sagc_attention  # noqa: E402
+from trainer.models.batchnorm_kernels import use_kernel_batchnorm  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
 
 NTU120_TRAIN_SAMPLES = 95_001  # one-shot NTU-120 training split (issue 8)
@@ -114,7 +115,10 @@ def build(
     torch.manual_seed(seed)
     spec = load_spec("ntu120")
     options = {} if fused is None else {"fused_attention": fused}
-    return CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
+    model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
+    if KERNEL_BATCHNORM["on"]:
+        use_kernel_batchnorm(model)
+    return model
 
 
 class Knowledge:
@@ -428,7 +432,7 @@ def main() -> None:
         help="other settings of crossglg at --compare-batch: MODE[+FLAG...]; flags fused / unfused "
         "(SA-GC's attention as one kernel or with the maps in memory), bmm (unfused with torch.bmm for "
         "the products), cdt (Inductor coordinate-descent tuning), combo (Inductor combo kernels), "
-        "mapw (Inductor max_autotune_pointwise)",
+        "mapw (Inductor max_autotune_pointwise), kbn (candidate BatchNorm kernels)",
     )
     parser.add_argument("--compare-batch", type=int, default=128, help="batch of the compare section")
     parser.add_argument("--profile-mode", default="off", help="compile mode of the profiled step")
@@ -587,6 +591,10 @@ def main() -> None:
     print(table)
 
 
+# ``+kbn`` in a compare label: the model's BatchNorm2d modules run the candidate kernels
+# (trainer/models/batchnorm_kernels.py) while the label's run is built.
+KERNEL_BATCHNORM = {"on": False}
+
 # Inductor options a compare label can switch on (``auto+cdt``, ``auto+combo``, ...).
 INDUCTOR_FLAGS = {
     "cdt": {"coordinate_descent_tuning": True},  # tune each Triton kernel's block sizes
@@ -600,10 +608,11 @@ def compare_setting(label: str) -> Iterator[tuple[str, bool | None]]:
     """``MODE[+FLAG...]`` → (compile mode, ``fused_attention``) while the label's settings hold.
 
     Flags: ``fused`` / ``unfused`` (SA-GC's attention as one kernel or with its maps in memory),
-    ``bmm`` (unfused, torch.bmm instead of the Triton products), and :data:`INDUCTOR_FLAGS`.
+    ``bmm`` (unfused, torch.bmm instead of the Triton products), ``kbn`` (the candidate BatchNorm
+    kernels), and :data:`INDUCTOR_FLAGS`.
     """
     mode, *flags = label.split("+")
-    unknown = set(flags) - {"fused", "unfused", "bmm", *INDUCTOR_FLAGS}
+    unknown = set(flags) - {"fused", "unfused", "bmm", "kbn", *INDUCTOR_FLAGS}
     if unknown:
         raise SystemExit(f"unknown compare flag(s) {sorted(unknown)} in {label!r}")
     fused = True if "fused" in flags else False if {"unfused", "bmm"} & set(flags) else None
@@ -611,11 +620,13 @@ def compare_setting(label: str) -> Iterator[tuple[str, bool | None]]:
     import torch._inductor.config as inductor_config
 
     frame_matmul.set_kernels_enabled("bmm" not in flags)
+    KERNEL_BATCHNORM["on"] = "kbn" in flags
     try:
         with inductor_config.patch(options):
             yield mode, fused
     finally:
         frame_matmul.set_kernels_enabled(True)
+        KERNEL_BATCHNORM["on"] = False
 
 
 def warm_jobs(args: argparse.Namespace) -> list[list[str]]:

@@ -95,5 +95,23 @@ def test_batchnorm_bandwidth_quick_times_every_recorded_call(tmp_path: Path) -> 
     assert all(r["stride"][1] == 1 for r in four_d)
     assert any(r["stride"][2] != r["shape"][1] * r["shape"][3] for r in four_d)
     total = sum(r["eager_ms"] * r["calls_per_step"] for r in rows)
-    assert result["per_step_ms"]["eager_ms"] == pytest.approx(total, rel=1e-3, abs=1e-3)
-    assert "| **per step** |" in out
+    assert result["per_step_ms"]["all"]["eager_ms"] == pytest.approx(total, rel=1e-3, abs=1e-3)
+    assert "| **per step, all norms** |" in out
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
+def test_batchnorm_bandwidth_times_the_candidate_kernels_where_they_apply(tmp_path: Path) -> None:
+    # Triton's interpreter runs the candidate BatchNorm kernels on fp16 CPU tensors (~40 s).
+    args = ["--device", "cpu", "--quick", "--modes", "kernels", "--dtype", "float16", "--out", str(tmp_path)]
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run(
+        [sys.executable, "bench/batchnorm_bandwidth.py", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "batchnorm_bandwidth.json").read_text())
+    for row in result["rows"]:
+        timed = row["kernels_ms"] is not None
+        assert timed == (row["module"] == "BatchNorm2d"), row  # BatchNorm2d only, every one of them
+    assert result["per_step_ms"]["BatchNorm2d"]["kernels_ms"] > 0
+    assert result["per_step_ms"]["all"]["kernels_ms"] is None
