@@ -351,6 +351,34 @@ def profile_step(
             x, y, _ = next(batches)
             step(x, y, kb)
         sync(device)
+    return kernel_rows(prof, 5, device)
+
+
+def profile_eval(
+    args: argparse.Namespace, device: torch.device, store: PreparedStore, mode: str
+) -> list[dict]:
+    """GPU kernels of one feature-extraction batch of 256 (``torch.profiler``), as :func:`profile_step`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch._dynamo.reset()
+    model = build("crossglg", args.classes, device).eval()
+    extract = make_feature_extractor(model, device, mode)
+    feeder = GPUFeeder(store, np.arange(len(store)), device=device, train=False)
+    x = next(feeder.epoch_batches(256 if device.type == "cuda" else 4, 0))[0]
+    with autocast_for(device, "bf16"):
+        for _ in range(3):
+            extract(x)
+        sync(device)
+        acts = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
+        with profile(activities=acts) as prof:
+            for _ in range(5):
+                extract(x)
+            sync(device)
+    return kernel_rows(prof, 5, device)
+
+
+def kernel_rows(prof: Any, steps: int, device: torch.device) -> list[dict]:
+    """A profile's kernels per step, largest first, then the totals per family and the grand total."""
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
     total = sum(getattr(e, attr) for e in events) or 1.0
@@ -358,9 +386,9 @@ def profile_step(
     rows = [
         {
             "kernel": e.key[:90],
-            "ms_per_step": round(getattr(e, attr) / 5 / 1e3, 3),
+            "ms_per_step": round(getattr(e, attr) / steps / 1e3, 3),
             "share": round(getattr(e, attr) / total, 3),
-            "calls_per_step": e.count // 5,
+            "calls_per_step": e.count // steps,
         }
         for e in events
     ]
@@ -369,7 +397,7 @@ def profile_step(
         c = by_category.setdefault(
             kernel_category(e.key), {"ms_per_step": 0.0, "share": 0.0, "calls_per_step": 0}
         )
-        c["ms_per_step"] += getattr(e, attr) / 5 / 1e3
+        c["ms_per_step"] += getattr(e, attr) / steps / 1e3
         c["share"] += getattr(e, attr) / total
         c["calls_per_step"] += row["calls_per_step"]
     categories = [
@@ -377,18 +405,8 @@ def profile_step(
         for name, c in sorted(by_category.items(), key=lambda kv: -kv[1]["ms_per_step"])
     ]
     launches = sum(row["calls_per_step"] for row in rows)
-    return (
-        rows
-        + categories
-        + [
-            {
-                "kernel": "TOTAL",
-                "ms_per_step": round(total / 5 / 1e3, 3),
-                "share": 1.0,
-                "calls_per_step": launches,
-            }
-        ]
-    )
+    total_row = {"kernel": "TOTAL", "ms_per_step": round(total / steps / 1e3, 3), "share": 1.0}
+    return rows + categories + [{**total_row, "calls_per_step": launches}]
 
 
 KERNEL_CATEGORIES = (  # first match wins: (category, name prefix, any of these substrings)
@@ -412,7 +430,7 @@ def kernel_category(name: str) -> str:
     return "other"
 
 
-SECTIONS = ("kernels", "train", "eval", "check", "short", "compare", "profile")
+SECTIONS = ("kernels", "train", "eval", "check", "short", "compare", "profile", "evalprofile")
 
 
 def main() -> None:
@@ -432,7 +450,8 @@ def main() -> None:
         help="other settings of crossglg at --compare-batch: MODE[+FLAG...]; flags fused / unfused "
         "(SA-GC's attention as one kernel or with the maps in memory), bmm (unfused with torch.bmm for "
         "the products), cdt (Inductor coordinate-descent tuning), combo (Inductor combo kernels), "
-        "mapw (Inductor max_autotune_pointwise), kbn (candidate BatchNorm kernels)",
+        "mapw (Inductor max_autotune_pointwise), nomix / coop / tile / aggr / nosplit (Inductor reduction "
+        "and fusion options, see INDUCTOR_FLAGS), kbn (candidate BatchNorm kernels)",
     )
     parser.add_argument("--compare-batch", type=int, default=128, help="batch of the compare section")
     parser.add_argument("--profile-mode", default="off", help="compile mode of the profiled step")
@@ -564,23 +583,24 @@ def main() -> None:
     if "compare" in args.sections:
         mid = args.compare_batch
         for label in args.compare:
-            with compare_setting(label) as (mode, fused):
-                r = time_train(args, device, store, "crossglg", mid, mode, fused=fused)
+            try:
+                with compare_setting(label) as (mode, fused):
+                    r = time_train(args, device, store, "crossglg", mid, mode, fused=fused)
+            except Exception as exc:  # one setting that does not compile must not lose the others
+                r = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
             print(f"train crossglg batch {mid} compile={label}: {r}", flush=True)
             result.setdefault("compare_modes_crossglg", {"batch": mid})[label] = r
             save()
     if "profile" in args.sections:
-        result["profile_top_kernels"] = {
-            "compile": args.profile_mode,
-            "rows": profile_step(args, device, store, args.profile_mode),
-        }
-        for i, row in enumerate(result["profile_top_kernels"]["rows"]):
-            if i >= 40 and not row["kernel"].startswith("[") and row["kernel"] != "TOTAL":
-                continue  # all kernels are in the JSON; the 40 largest, the families and the total printed
-            print(
-                f"  {row['ms_per_step']:8.3f} ms {100 * row['share']:5.1f}%"
-                f" x{row['calls_per_step']:<4} {row['kernel']}"
-            )
+        rows = profile_step(args, device, store, args.profile_mode)
+        result["profile_top_kernels"] = {"compile": args.profile_mode, "rows": rows}
+        print_profile(rows)
+        save()
+    if "evalprofile" in args.sections:
+        rows = profile_eval(args, device, store, args.profile_mode)
+        result["eval_profile_top_kernels"] = {"compile": args.profile_mode, "batch": 256, "rows": rows}
+        print("eval profile (batch 256)", flush=True)
+        print_profile(rows)
         save()
     table = summary_table(result, cuda)
     result["table"] = table
@@ -589,6 +609,18 @@ def main() -> None:
     plot_throughput(result, args.out / "train_throughput.png")  # skipped where matplotlib is missing
     print()
     print(table)
+
+
+def print_profile(rows: list[dict]) -> None:
+    """The 40 largest kernels, the families and the total (all kernels stay in the JSON)."""
+    for i, row in enumerate(rows):
+        if i >= 40 and not row["kernel"].startswith("[") and row["kernel"] != "TOTAL":
+            continue
+        print(
+            f"  {row['ms_per_step']:8.3f} ms {100 * row['share']:5.1f}%"
+            f" x{row['calls_per_step']:<4} {row['kernel']}",
+            flush=True,
+        )
 
 
 # ``+kbn`` in a compare label: the model's BatchNorm2d modules run the candidate kernels
@@ -600,7 +632,21 @@ INDUCTOR_FLAGS = {
     "cdt": {"coordinate_descent_tuning": True},  # tune each Triton kernel's block sizes
     "combo": {"combo_kernels": True},  # horizontally fuse independent small kernels
     "mapw": {"max_autotune_pointwise": True},  # benchmark more block sizes per pointwise/reduction
+    "nomix": {"triton.mix_order_reduction": False},  # no kernels mixing row and column reductions
+    "coop": {"triton.cooperative_reductions": True},  # one-kernel (grid-synced) split reductions
+    "tile": {"triton.tile_reductions": True, "triton.prefer_nd_tiling": True},  # 2-D reduction tiles
+    "aggr": {"aggressive_fusion": True},  # fuse nodes even when they share no memory access
+    "nosplit": {"split_reductions": False},  # no two-stage split of large reductions
 }
+
+
+def _has_option(config: Any, name: str) -> bool:
+    """Whether the (dotted) Inductor option ``name`` exists in ``config``."""
+    for part in name.split("."):
+        if not hasattr(config, part):
+            return False
+        config = getattr(config, part)
+    return True
 
 
 @contextlib.contextmanager
@@ -618,6 +664,11 @@ def compare_setting(label: str) -> Iterator[tuple[str, bool | None]]:
     fused = True if "fused" in flags else False if {"unfused", "bmm"} & set(flags) else None
     options = {k: v for f in flags if f in INDUCTOR_FLAGS for k, v in INDUCTOR_FLAGS[f].items()}
     import torch._inductor.config as inductor_config
+
+    missing = [k for k in options if not _has_option(inductor_config, k)]
+    if missing:  # an older or newer torch: time the label without them, and say so
+        print(f"{label}: this torch's Inductor has no option(s) {missing}; timed without", flush=True)
+        options = {k: v for k, v in options.items() if k not in missing}
 
     frame_matmul.set_kernels_enabled("bmm" not in flags)
     KERNEL_BATCHNORM["on"] = "kbn" in flags
@@ -650,6 +701,8 @@ def warm_jobs(args: argparse.Namespace) -> list[list[str]]:
         jobs.append(["--sections", "check", "--check-batch", str(args.check_batch)])
     if "profile" in args.sections and args.profile_mode != "off":
         jobs.append(["--sections", "profile", "--profile-mode", args.profile_mode])
+    if "evalprofile" in args.sections and args.profile_mode != "off":  # the eval graph at batch 256
+        jobs.append(["--sections", "eval", "--eval-sizes", "256", "--compile", args.profile_mode])
     return [base + job for job in jobs]
 
 
@@ -778,7 +831,8 @@ def summary_table(result: dict[str, Any], cuda: bool) -> str:
     compare = dict(result.get("compare_modes_crossglg", {}))
     mid = compare.pop("batch", 128)
     for mode, r in compare.items():
-        lines.append(f"| crossglg, compile={mode} | {mid} | {r['samples_per_s']:,.0f} | | | |")
+        sps = f"{r['samples_per_s']:,.0f}" if "samples_per_s" in r else f"failed: {r.get('error', '?')[:60]}"
+        lines.append(f"| crossglg, compile={mode} | {mid} | {sps} | | | |")
     if result.get("eval_samples_per_s"):
         lines += ["", "| eval batch | samples/s |", "| --- | --- |"]
         lines += [f"| {b} | {s:,.0f} |" for b, s in result["eval_samples_per_s"].items()]
