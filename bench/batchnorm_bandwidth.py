@@ -23,6 +23,11 @@ Prints a table per shape and the totals per training step::
     python bench/batchnorm_bandwidth.py --device cpu --quick   # tiny sizes, eager: checks the script
 
 Writes ``bench/results/batchnorm_bandwidth.json`` (``--out`` elsewhere).
+
+Caveat (H200, 2026-12-04): the calls are timed one by one with Python autograd between them, so the
+times are host-bound, not bandwidth-bound — all norms compiled summed to 41.7 ms per step, while the
+CUDA-graphed step's profile puts the whole norm family at 12.3 ms. Read its ×floor columns as upper
+bounds; ``bench/train_throughput.py --sections compare`` (the real step) decides.
 """
 
 from __future__ import annotations

@@ -115,8 +115,10 @@ def build(
     torch.manual_seed(seed)
     spec = load_spec("ntu120")
     options = {} if fused is None else {"fused_attention": fused}
+    if "dense" in CANDIDATES["on"]:
+        options["dense_branches"] = True
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
-    if KERNEL_BATCHNORM["on"]:
+    if "kbn" in CANDIDATES["on"]:
         use_kernel_batchnorm(model)
     return model
 
@@ -196,8 +198,13 @@ def gradient_check(args: argparse.Namespace, device: torch.device, store: Prepar
             loss, _, _ = fl(x, kb.text[y], y, kb.k_gt[y])
         loss.backward()
         losses[name] = loss.detach().float()
+        # A parameter without a gradient counts as zeros: with the fused BatchNorm kernels SA-GC's
+        # bias before its BatchNorm is not in the graph (its exact gradient in training is 0).
         grads[name] = {
-            n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None
+            n: p.grad.detach().float().clone()
+            if p.grad is not None
+            else torch.zeros_like(p, dtype=torch.float32)
+            for n, p in model.named_parameters()
         }
         del model
     inductor_config.fallback_random = False
@@ -451,7 +458,7 @@ def main() -> None:
         "(SA-GC's attention as one kernel or with the maps in memory), bmm (unfused with torch.bmm for "
         "the products), cdt (Inductor coordinate-descent tuning), combo (Inductor combo kernels), "
         "mapw (Inductor max_autotune_pointwise), nomix / coop / tile / aggr / nosplit (Inductor reduction "
-        "and fusion options, see INDUCTOR_FLAGS), kbn (candidate BatchNorm kernels)",
+        "and fusion options, see INDUCTOR_FLAGS), kbn / dense (model candidates, see MODEL_CANDIDATES)",
     )
     parser.add_argument("--compare-batch", type=int, default=128, help="batch of the compare section")
     parser.add_argument("--profile-mode", default="off", help="compile mode of the profiled step")
@@ -479,6 +486,13 @@ def main() -> None:
         "at most SECONDS), then time them one after the other",
     )
     parser.add_argument("--prewarm-only", action="store_true", help="stop after --prewarm (fill the caches)")
+    parser.add_argument(
+        "--candidates",
+        nargs="*",
+        default=[],
+        choices=sorted(MODEL_CANDIDATES),
+        help="model candidates on in every section (as the compare flags of the same names)",
+    )
     parser.add_argument("--warm-only", action="store_true", help=argparse.SUPPRESS)  # a --prewarm job
     args = parser.parse_args()
     if args.plot:
@@ -498,6 +512,8 @@ def main() -> None:
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
+    CANDIDATES["default"] = set(args.candidates)
+    CANDIDATES["on"] = set(args.candidates)
     if args.warm_only:
         warm_configurations(args, device)
         return
@@ -623,9 +639,12 @@ def print_profile(rows: list[dict]) -> None:
         )
 
 
-# ``+kbn`` in a compare label: the model's BatchNorm2d modules run the candidate kernels
-# (trainer/models/batchnorm_kernels.py) while the label's run is built.
-KERNEL_BATCHNORM = {"on": False}
+# Model candidates a compare label (``auto+kbn``) or ``--candidates`` switches on while a model is built.
+MODEL_CANDIDATES = {
+    "kbn": "BatchNorm fused with its ReLU/add as Triton kernels (trainer/models/batchnorm_kernels.py)",
+    "dense": "dense copies of the TCN's dilated-conv inputs made in the graph (InfoGCN dense_branches)",
+}
+CANDIDATES: dict[str, set[str]] = {"on": set(), "default": set()}
 
 # Inductor options a compare label can switch on (``auto+cdt``, ``auto+combo``, ...).
 INDUCTOR_FLAGS = {
@@ -658,7 +677,7 @@ def compare_setting(label: str) -> Iterator[tuple[str, bool | None]]:
     kernels), and :data:`INDUCTOR_FLAGS`.
     """
     mode, *flags = label.split("+")
-    unknown = set(flags) - {"fused", "unfused", "bmm", "kbn", *INDUCTOR_FLAGS}
+    unknown = set(flags) - {"fused", "unfused", "bmm", *MODEL_CANDIDATES, *INDUCTOR_FLAGS}
     if unknown:
         raise SystemExit(f"unknown compare flag(s) {sorted(unknown)} in {label!r}")
     fused = True if "fused" in flags else False if {"unfused", "bmm"} & set(flags) else None
@@ -671,18 +690,19 @@ def compare_setting(label: str) -> Iterator[tuple[str, bool | None]]:
         options = {k: v for k, v in options.items() if k not in missing}
 
     frame_matmul.set_kernels_enabled("bmm" not in flags)
-    KERNEL_BATCHNORM["on"] = "kbn" in flags
+    CANDIDATES["on"] = (set(flags) & set(MODEL_CANDIDATES)) | CANDIDATES["default"]
     try:
         with inductor_config.patch(options):
             yield mode, fused
     finally:
         frame_matmul.set_kernels_enabled(True)
-        KERNEL_BATCHNORM["on"] = False
+        CANDIDATES["on"] = set(CANDIDATES["default"])
 
 
 def warm_jobs(args: argparse.Namespace) -> list[list[str]]:
     """Arguments of one compile-only job per configuration the requested sections will time."""
     base = ["--device", args.device, "--compile", args.compile, "--classes", str(args.classes)]
+    base += ["--candidates", *args.candidates] if args.candidates else []
     jobs = []
     if "train" in args.sections:
         jobs += [

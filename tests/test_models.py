@@ -230,3 +230,22 @@ def test_infogcn_blocks_run_in_channels_last_memory(ntu):
     for block in model.blocks:
         h = block(h)
     assert h.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_dense_branches_compute_the_same_function_with_the_same_state_dict(ntu):
+    torch.manual_seed(0)
+    plain = InfoGCN(5, SkeletonGraph.from_spec(ntu)).train()
+    dense = InfoGCN(5, SkeletonGraph.from_spec(ntu), dense_branches=True).train()
+    dense.load_state_dict(plain.state_dict())
+    assert all(block.tcn.dense_branches for block in dense.blocks)
+    x = torch.randn(2, 3, 8, 25, 2)
+    feats = []
+    for model in (plain, dense):
+        out = model(x)["z_mu"]
+        out.square().sum().backward()
+        feats.append(out)
+    torch.testing.assert_close(feats[1], feats[0])
+    grads = {n: p.grad for n, p in plain.named_parameters()}
+    for name, p in dense.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], msg=name)
+    torch.testing.assert_close(dense.state_dict(), plain.state_dict())  # same running statistics
