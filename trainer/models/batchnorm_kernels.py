@@ -125,16 +125,21 @@ if triton is not None:
         tl.store(stats_ptr + 2 * C + rc, shift, mask=cmask)
 
     @triton.jit
+    def _tile(R, C, ROWS: tl.constexpr, BC: tl.constexpr):
+        """This program's rows and channels of ``[R, C]``: indices, channel mask and tile mask."""
+        rr = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        rc = tl.program_id(1) * BC + tl.arange(0, BC)
+        cmask = rc < C
+        return rr, rc, cmask, (rr < R)[:, None] & cmask[None, :]
+
+    @triton.jit
     def _apply_kernel(
         x_ptr, res_ptr, out_ptr, scale_ptr, shift_ptr, R, C, sxr, srr,
         INNER: tl.constexpr, HAS_RES: tl.constexpr, OUTER: tl.constexpr,
         ROWS: tl.constexpr, BC: tl.constexpr,
     ):  # fmt: skip
         """``out = outer(inner(x·scale + shift) + residual)`` on rows of ``[R, C]`` (out contiguous)."""
-        rr = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-        rc = tl.program_id(1) * BC + tl.arange(0, BC)
-        cmask = rc < C
-        mask = (rr < R)[:, None] & cmask[None, :]
+        rr, rc, cmask, mask = _tile(R, C, ROWS, BC)
         scale = tl.load(scale_ptr + rc, mask=cmask, other=0.0)
         shift = tl.load(shift_ptr + rc, mask=cmask, other=0.0)
         x = tl.load(x_ptr + rr[:, None] * sxr + rc[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -226,10 +231,7 @@ if triton is not None:
         ROWS: tl.constexpr, BC: tl.constexpr,
     ):  # fmt: skip
         """``dx = a·g + k·x + c`` and (with a residual) its gradient ``dz``; both contiguous rows."""
-        rr = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-        rc = tl.program_id(1) * BC + tl.arange(0, BC)
-        cmask = rc < C
-        mask = (rr < R)[:, None] & cmask[None, :]
+        rr, rc, cmask, mask = _tile(R, C, ROWS, BC)
         scale = tl.load(stats_ptr + C + rc, mask=cmask, other=0.0)
         shift = tl.load(stats_ptr + 2 * C + rc, mask=cmask, other=0.0)
         a = tl.load(coef_ptr + rc, mask=cmask, other=0.0)
