@@ -49,6 +49,9 @@ from trainer.models import frame_matmul, sagc_attention  # noqa: E402
 from trainer.models.batchnorm_kernels import use_kernel_batchnorm  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inductor_bandwidth import format_summary, parse_report, summarise  # noqa: E402
+
 NTU120_TRAIN_SAMPLES = 95_001  # one-shot NTU-120 training split (issue 8)
 EPOCHS = 110
 VARIANTS = {"baseline": (False, False), "crossglg": (True, True)}
@@ -437,7 +440,46 @@ def kernel_category(name: str) -> str:
     return "other"
 
 
-SECTIONS = ("kernels", "train", "eval", "check", "short", "compare", "profile", "evalprofile")
+# Inductor writes its per-kernel report here; a fixed path, because the path is part of the
+# compiled code and of its cache key (the --prewarm job and the timed run must share the graph).
+BANDWIDTH_REPORT = Path(tempfile.gettempdir()) / "train_throughput_inductor_bandwidth.txt"
+
+
+def bandwidth_profile(
+    args: argparse.Namespace, device: torch.device, store: PreparedStore, copy_tb_s: float
+) -> dict[str, Any]:
+    """Inductor's own timing and byte count of each Triton kernel (``profile_bandwidth``) in the
+    crossglg training step at batch 128 and in one eval batch of 256, against the copy rate.
+
+    Compiled without CUDA graphs (each kernel is timed alone by ``do_bench`` on its first call;
+    the kernels are the same as under ``auto``). GEMMs, convolutions and our own Triton ops are
+    not in it: it tells how close the kernels Inductor writes (the BatchNorm/ReLU/add family) run
+    to the bandwidth bound.
+    """
+    import torch._inductor.config as inductor_config
+
+    if device.type != "cuda":
+        return {"skipped": "Inductor's bandwidth report needs CUDA (the CPU path runs eagerly)"}
+    short = argparse.Namespace(**{**vars(args), "steps": 2, "warmup": 2, "eval_batches": 2})
+    runs: dict[str, Callable[[], object]] = {
+        f"train batch {PROFILE_BATCH}": lambda: time_train(
+            short, device, store, "crossglg", PROFILE_BATCH, "default"
+        ),
+        "eval batch 256": lambda: time_eval(short, device, store, 256, "default"),
+    }
+    result: dict[str, Any] = {"copy_tb_s": copy_tb_s}
+    for name, run in runs.items():
+        BANDWIDTH_REPORT.unlink(missing_ok=True)
+        options = {"profile_bandwidth": True, "profile_bandwidth_output": str(BANDWIDTH_REPORT)}
+        with inductor_config.patch(options):
+            run()
+        text = BANDWIDTH_REPORT.read_text() if BANDWIDTH_REPORT.exists() else ""
+        result[name] = summary = summarise(parse_report(text), copy_tb_s)
+        print(format_summary(name, summary, copy_tb_s), flush=True)
+    return result
+
+
+SECTIONS = ("kernels", "train", "eval", "check", "short", "compare", "profile", "evalprofile", "bandwidth")
 
 
 def main() -> None:
@@ -461,6 +503,13 @@ def main() -> None:
         "and fusion options, see INDUCTOR_FLAGS), kbn / dense (model candidates, see MODEL_CANDIDATES)",
     )
     parser.add_argument("--compare-batch", type=int, default=128, help="batch of the compare section")
+    parser.add_argument(
+        "--compare-eval",
+        type=int,
+        default=0,
+        metavar="BATCH",
+        help="the compare section also times eval (feature extraction) at this batch for each setting",
+    )
     parser.add_argument("--profile-mode", default="off", help="compile mode of the profiled step")
     parser.add_argument("--steps", type=int, default=60, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=15, help="untimed steps (compilation included)")
@@ -603,9 +652,20 @@ def main() -> None:
                 with compare_setting(label) as (mode, fused):
                     r = time_train(args, device, store, "crossglg", mid, mode, fused=fused)
             except Exception as exc:  # one setting that does not compile must not lose the others
-                r = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
+                r = failure(exc)
             print(f"train crossglg batch {mid} compile={label}: {r}", flush=True)
             result.setdefault("compare_modes_crossglg", {"batch": mid})[label] = r
+            save()
+        for label in args.compare if args.compare_eval else []:
+            try:
+                with compare_setting(label) as (mode, _):
+                    e: dict[str, Any] = {
+                        "samples_per_s": time_eval(args, device, store, args.compare_eval, mode)
+                    }
+            except Exception as exc:
+                e = failure(exc)
+            print(f"eval batch {args.compare_eval} compile={label}: {e}", flush=True)
+            result.setdefault("compare_eval", {"batch": args.compare_eval})[label] = e
             save()
     if "profile" in args.sections:
         rows = profile_step(args, device, store, args.profile_mode)
@@ -617,6 +677,11 @@ def main() -> None:
         result["eval_profile_top_kernels"] = {"compile": args.profile_mode, "batch": 256, "rows": rows}
         print("eval profile (batch 256)", flush=True)
         print_profile(rows)
+        save()
+    if "bandwidth" in args.sections:
+        result["inductor_bandwidth"] = bandwidth_profile(
+            args, device, store, result["ceilings"].get("copy_tb_s", 4.24)
+        )
         save()
     table = summary_table(result, cuda)
     result["table"] = table
@@ -717,6 +782,21 @@ def warm_jobs(args: argparse.Namespace) -> list[list[str]]:
             ["--sections", "compare", "--compare", label, "--compare-batch", str(args.compare_batch)]
             for label in args.compare
         ]
+        jobs += [
+            [
+                "--sections",
+                "compare",
+                "--compare",
+                label,
+                "--compare-eval",
+                str(args.compare_eval),
+                "--compare-batch",
+                "0",
+            ]
+            for label in (args.compare if args.compare_eval else [])
+        ]
+    if "bandwidth" in args.sections:
+        jobs.append(["--sections", "bandwidth"])
     if "check" in args.sections:
         jobs.append(["--sections", "check", "--check-batch", str(args.check_batch)])
     if "profile" in args.sections and args.profile_mode != "off":
@@ -783,7 +863,12 @@ def warm_configurations(args: argparse.Namespace, device: torch.device) -> None:
     if "compare" in args.sections:
         for label in args.compare:
             with compare_setting(label) as (mode, fused):
-                time_train(args, device, store, "crossglg", args.compare_batch, mode, fused=fused)
+                if args.compare_batch:
+                    time_train(args, device, store, "crossglg", args.compare_batch, mode, fused=fused)
+                if args.compare_eval:
+                    time_eval(args, device, store, args.compare_eval, mode)
+    if "bandwidth" in args.sections:
+        bandwidth_profile(args, device, store, 4.24)
     if "check" in args.sections:
         gradient_check(args, device, store)
     if "profile" in args.sections and args.profile_mode != "off":
@@ -829,6 +914,16 @@ def plot_throughput(result: dict[str, Any], path: Path) -> Path | None:
     return save_figure(fig, plt, path)
 
 
+def failure(exc: Exception) -> dict[str, str]:
+    """A compare setting that failed, as its result entry (one line of the error)."""
+    return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
+
+
+def rate_cell(r: dict[str, Any]) -> str:
+    """A table cell: samples/s, or why the setting failed."""
+    return f"{r['samples_per_s']:,.0f}" if "samples_per_s" in r else f"failed: {r.get('error', '?')[:60]}"
+
+
 def summary_table(result: dict[str, Any], cuda: bool) -> str:
     """The markdown table of a result dict (train, eval, numerics, ceilings)."""
     peak = 989e12 if cuda else float("nan")  # H100/H200 dense bf16 datasheet
@@ -851,11 +946,23 @@ def summary_table(result: dict[str, Any], cuda: bool) -> str:
     compare = dict(result.get("compare_modes_crossglg", {}))
     mid = compare.pop("batch", 128)
     for mode, r in compare.items():
-        sps = f"{r['samples_per_s']:,.0f}" if "samples_per_s" in r else f"failed: {r.get('error', '?')[:60]}"
-        lines.append(f"| crossglg, compile={mode} | {mid} | {sps} | | | |")
+        lines.append(f"| crossglg, compile={mode} | {mid} | {rate_cell(r)} | | | |")
     if result.get("eval_samples_per_s"):
         lines += ["", "| eval batch | samples/s |", "| --- | --- |"]
         lines += [f"| {b} | {s:,.0f} |" for b, s in result["eval_samples_per_s"].items()]
+    compare_eval = dict(result.get("compare_eval", {}))
+    if compare_eval:
+        eval_batch = compare_eval.pop("batch")
+        lines += ["", "| eval, compile= | batch | samples/s |", "| --- | --- | --- |"]
+        for mode, r in compare_eval.items():
+            lines.append(f"| {mode} | {eval_batch} | {rate_cell(r)} |")
+    bandwidth = result.get("inductor_bandwidth", {})
+    for name, s in bandwidth.items():
+        if isinstance(s, dict) and "ms" in s:
+            lines.append(
+                f"Inductor's Triton kernels, {name}: {s['ms']:.2f} ms standalone for {s['gb']:.2f} GB "
+                f"= {s['tb_s']:.2f} TB/s ({100 * s['share_of_rate']:.0f}% of the copy rate)"
+            )
     n = result.get("numerics")
     if n:
         lines.append("")

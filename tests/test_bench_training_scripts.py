@@ -115,3 +115,32 @@ def test_batchnorm_bandwidth_times_the_candidate_kernels_where_they_apply(tmp_pa
         assert timed == (row["module"] == "BatchNorm2d"), row  # BatchNorm2d only, every one of them
     assert result["per_step_ms"]["BatchNorm2d"]["kernels_ms"] > 0
     assert result["per_step_ms"]["all"]["kernels_ms"] is None
+
+
+def test_inductor_bandwidth_report_keeps_each_graphs_last_call_and_rates_it() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from inductor_bandwidth import parse_report, summarise
+
+    def block(graph: str, rows: list[tuple[float, float, str]]) -> str:
+        lines = ["====================", f"TRITON KERNELS BANDWIDTH INFO ({graph})"]
+        lines += [
+            f"{ms:.3f}ms    \t{gb:.3f} GB \t {gb / ms * 1e3:7.2f}GB/s \t 50.00% \t {n}" for ms, gb, n in rows
+        ]
+        return "\n".join([*lines, f"SUMMARY ({graph})", "1.00ms   \t 1.00 GB\t 1000.00GB/s", ""])
+
+    text = "\n".join(
+        [
+            block("/tmp/fwd.py", [(9.0, 9.0, "stale_first_call")]),  # replaced by the graph's next call
+            block("/tmp/fwd.py", [(1.0, 2.0, "triton_red_fused_bn"), (0.5, 0.5, "triton_poi_fused_relu")]),
+            block("/tmp/bwd.py", [(2.0, 0.4, "triton_red_fused_bn_backward")]),
+        ]
+    )
+    graphs = parse_report(text)
+    assert sorted(graphs) == ["/tmp/bwd.py", "/tmp/fwd.py"]
+    assert [k["kernel"] for k in graphs["/tmp/fwd.py"]] == ["triton_red_fused_bn", "triton_poi_fused_relu"]
+    s = summarise(graphs, copy_tb_s=4.0)
+    assert s["kernels"] == 3 and s["ms"] == 3.5 and s["gb"] == 2.9
+    assert s["floor_ms"] == round(2.9 / 4.0, 3)  # GB / (TB/s) = ms
+    # at 4 TB/s: bn 2 GB in 1 ms = 50% (bucket "< 75%"), relu 25% ("< 50%"), bn backward 5% ("< 25%")
+    assert s["time_by_rate"] == {"< 25%": 2.0, "< 50%": 0.5, "< 75%": 1.0, ">= 75%": 0.0}
+    assert s["slowest"][0]["kernel"] == "triton_red_fused_bn_backward"  # loses 1.9 ms against the rate
