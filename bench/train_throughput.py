@@ -118,8 +118,8 @@ def build(
     torch.manual_seed(seed)
     spec = load_spec("ntu120")
     options = {} if fused is None else {"fused_attention": fused}
-    if "dense" in CANDIDATES["on"]:
-        options["dense_branches"] = True
+    if "dense" in CANDIDATES["on"] or "strided" in CANDIDATES["on"]:
+        options["dense_branches"] = "strided" not in CANDIDATES["on"]
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
     if "kbn" in CANDIDATES["on"]:
         use_kernel_batchnorm(model)
@@ -447,9 +447,10 @@ BANDWIDTH_REPORT = Path(tempfile.gettempdir()) / "train_throughput_inductor_band
 
 def bandwidth_profile(
     args: argparse.Namespace, device: torch.device, store: PreparedStore, copy_tb_s: float
-) -> dict[str, Any]:
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Inductor's own timing and byte count of each Triton kernel (``profile_bandwidth``) in the
-    crossglg training step at batch 128 and in one eval batch of 256, against the copy rate.
+    crossglg training step at batch 128 and in one eval batch of 256, against the copy rate:
+    yields ``(name, summary)`` per graph set (see ``bench/inductor_bandwidth.py``).
 
     Compiled without CUDA graphs (each kernel is timed alone by ``do_bench`` on its first call;
     the kernels are the same as under ``auto``). GEMMs, convolutions and our own Triton ops are
@@ -459,7 +460,8 @@ def bandwidth_profile(
     import torch._inductor.config as inductor_config
 
     if device.type != "cuda":
-        return {"skipped": "Inductor's bandwidth report needs CUDA (the CPU path runs eagerly)"}
+        yield "skipped", {"reason": "Inductor's bandwidth report needs CUDA (the CPU path runs eagerly)"}
+        return
     short = argparse.Namespace(**{**vars(args), "steps": 2, "warmup": 2, "eval_batches": 2})
     runs: dict[str, Callable[[], object]] = {
         f"train batch {PROFILE_BATCH}": lambda: time_train(
@@ -467,16 +469,15 @@ def bandwidth_profile(
         ),
         "eval batch 256": lambda: time_eval(short, device, store, 256, "default"),
     }
-    result: dict[str, Any] = {"copy_tb_s": copy_tb_s}
     for name, run in runs.items():
         BANDWIDTH_REPORT.unlink(missing_ok=True)
         options = {"profile_bandwidth": True, "profile_bandwidth_output": str(BANDWIDTH_REPORT)}
         with inductor_config.patch(options):
             run()
         text = BANDWIDTH_REPORT.read_text() if BANDWIDTH_REPORT.exists() else ""
-        result[name] = summary = summarise(parse_report(text), copy_tb_s)
+        summary = summarise(parse_report(text), copy_tb_s)
         print(format_summary(name, summary, copy_tb_s), flush=True)
-    return result
+        yield name, summary
 
 
 SECTIONS = ("kernels", "train", "eval", "check", "short", "compare", "profile", "evalprofile", "bandwidth")
@@ -679,10 +680,11 @@ def main() -> None:
         print_profile(rows)
         save()
     if "bandwidth" in args.sections:
-        result["inductor_bandwidth"] = bandwidth_profile(
-            args, device, store, result["ceilings"].get("copy_tb_s", 4.24)
-        )
-        save()
+        copy_rate = result["ceilings"].get("copy_tb_s", 4.24)
+        result["inductor_bandwidth"] = {"copy_tb_s": copy_rate}
+        for name, summary in bandwidth_profile(args, device, store, copy_rate):
+            result["inductor_bandwidth"][name] = summary
+            save()
     table = summary_table(result, cuda)
     result["table"] = table
     save()
@@ -707,7 +709,9 @@ def print_profile(rows: list[dict]) -> None:
 # Model candidates a compare label (``auto+kbn``) or ``--candidates`` switches on while a model is built.
 MODEL_CANDIDATES = {
     "kbn": "BatchNorm fused with its ReLU/add as Triton kernels (trainer/models/batchnorm_kernels.py)",
-    "dense": "dense copies of the TCN's dilated-conv inputs made in the graph (InfoGCN dense_branches)",
+    "dense": "dense copies of the TCN's dilated-conv inputs made in the graph (InfoGCN dense_branches, "
+    "the default since 2026-12-04)",
+    "strided": "the TCN's dilated convolutions read strided channel slices (dense_branches off)",
 }
 CANDIDATES: dict[str, set[str]] = {"on": set(), "default": set()}
 
@@ -868,7 +872,8 @@ def warm_configurations(args: argparse.Namespace, device: torch.device) -> None:
                 if args.compare_eval:
                     time_eval(args, device, store, args.compare_eval, mode)
     if "bandwidth" in args.sections:
-        bandwidth_profile(args, device, store, 4.24)
+        for _ in bandwidth_profile(args, device, store, 4.24):
+            pass
     if "check" in args.sections:
         gradient_check(args, device, store)
     if "profile" in args.sections and args.profile_mode != "off":

@@ -234,10 +234,12 @@ def test_infogcn_blocks_run_in_channels_last_memory(ntu):
 
 def test_dense_branches_compute_the_same_function_with_the_same_state_dict(ntu):
     torch.manual_seed(0)
-    plain = InfoGCN(5, SkeletonGraph.from_spec(ntu)).train()
+    plain = InfoGCN(5, SkeletonGraph.from_spec(ntu), dense_branches=False).train()
     dense = InfoGCN(5, SkeletonGraph.from_spec(ntu), dense_branches=True).train()
     dense.load_state_dict(plain.state_dict())
     assert all(block.tcn.dense_branches for block in dense.blocks)
+    assert not any(block.tcn.dense_branches for block in plain.blocks)
+    assert all(b.tcn.dense_branches for b in InfoGCN(5, SkeletonGraph.from_spec(ntu)).blocks)  # the default
     x = torch.randn(2, 3, 8, 25, 2)
     feats = []
     for model in (plain, dense):
