@@ -471,7 +471,12 @@ def bandwidth_profile(
     }
     for name, run in runs.items():
         BANDWIDTH_REPORT.unlink(missing_ok=True)
-        options = {"profile_bandwidth": True, "profile_bandwidth_output": str(BANDWIDTH_REPORT)}
+        # benchmark_harness off: torch 2.11 then calls the harness without its arguments (TypeError)
+        options = {
+            "profile_bandwidth": True,
+            "profile_bandwidth_output": str(BANDWIDTH_REPORT),
+            "benchmark_harness": False,
+        }
         with inductor_config.patch(options):
             run()
         text = BANDWIDTH_REPORT.read_text() if BANDWIDTH_REPORT.exists() else ""
