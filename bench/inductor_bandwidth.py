@@ -20,6 +20,7 @@ bytes take at the device's copy rate, and how much time runs at which fraction o
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 _HEADER = re.compile(r"^TRITON KERNELS BANDWIDTH INFO \((?P<graph>.*)\)\s*$")
@@ -55,15 +56,22 @@ def parse_report(text: str) -> dict[str, list[dict[str, Any]]]:
     return graphs
 
 
-def summarise(graphs: dict[str, list[dict[str, Any]]], copy_tb_s: float, top: int = 15) -> dict[str, Any]:
+def summarise(
+    graphs: dict[str, list[dict[str, Any]]], copy_tb_s: float, top: int = 15, large_gb: float = 0.01
+) -> dict[str, Any]:
     """Totals over all graphs' Triton kernels against the copy rate ``copy_tb_s`` (read + write, TB/s).
 
     Returns ``kernels``, ``ms`` (sum of the kernels' standalone times), ``gb`` (their bytes),
     ``tb_s`` (bytes over time), ``floor_ms`` (those bytes at ``copy_tb_s``), ``share_of_rate``,
-    ``time_by_rate`` (ms of kernels running below each fraction of the rate in :data:`BUCKETS`)
-    and ``slowest`` (the ``top`` kernels losing most time against the rate).
+    ``time_by_rate`` (ms of kernels running below each fraction of the rate in :data:`BUCKETS`),
+    ``slowest`` (the ``top`` large kernels losing most time against the rate) and ``large``: the same
+    totals over the kernels moving at least ``large_gb`` GB. The large ones carry the bytes; a small
+    kernel's standalone time is mostly the harness (Inductor clones the arguments a kernel mutates,
+    e.g. the running statistics, inside the timed call), not its cost inside the graph.
     """
     rows = [k for kernels in graphs.values() for k in kernels]
+    large = [k for k in rows if k["gb"] >= large_gb]
+    large_ms, large_bytes = sum(k["ms"] for k in large), sum(k["gb"] for k in large)
     ms = sum(k["ms"] for k in rows)
     gb = sum(k["gb"] for k in rows)
     floor_ms = gb / copy_tb_s  # GB / (TB/s) = ms
@@ -73,7 +81,7 @@ def summarise(graphs: dict[str, list[dict[str, Any]]], copy_tb_s: float, top: in
         label = next((f"< {int(100 * b)}%" for b in BUCKETS if share < b), f">= {int(100 * BUCKETS[-1])}%")
         by_rate[label] = by_rate.get(label, 0.0) + k["ms"]
     order = [f"< {int(100 * b)}%" for b in BUCKETS] + [f">= {int(100 * BUCKETS[-1])}%"]
-    lost = sorted(rows, key=lambda k: -(k["ms"] - k["gb"] / copy_tb_s))[:top]
+    lost = sorted(large, key=lambda k: -(k["ms"] - k["gb"] / copy_tb_s))[:top]
     return {
         "graphs": len(graphs),
         "kernels": len(rows),
@@ -83,11 +91,30 @@ def summarise(graphs: dict[str, list[dict[str, Any]]], copy_tb_s: float, top: in
         "floor_ms": round(floor_ms, 3),
         "share_of_rate": round(floor_ms / ms, 3) if ms else 0.0,
         "time_by_rate": {label: round(by_rate.get(label, 0.0), 3) for label in order},
+        "large": {
+            "min_gb": large_gb,
+            "kernels": len(large),
+            "ms": round(large_ms, 3),
+            "gb": round(large_bytes, 3),
+            "tb_s": round(large_bytes / large_ms, 3) if large_ms else 0.0,
+            "floor_ms": round(large_bytes / copy_tb_s, 3),
+            "share_of_rate": round(large_bytes / copy_tb_s / large_ms, 3) if large_ms else 0.0,
+        },
         "slowest": [
             {**k, "tb_s": round(k["gb"] / k["ms"], 3) if k["ms"] else 0.0, "kernel": k["kernel"][:90]}
             for k in lost
         ],
     }
+
+
+def format_large(s: dict[str, Any]) -> str:
+    """One line on the kernels that carry the bytes (``s["large"]`` of :func:`summarise`)."""
+    big = s["large"]
+    return (
+        f"the {big['kernels']} kernels of >= {big['min_gb']} GB take {big['ms']:.2f} ms standalone for "
+        f"{big['gb']:.2f} GB = {big['tb_s']:.2f} TB/s ({100 * big['share_of_rate']:.0f}% of the copy rate; "
+        f"at that rate {big['floor_ms']:.2f} ms); {s['kernels'] - big['kernels']} smaller kernels"
+    )
 
 
 def format_summary(name: str, s: dict[str, Any], copy_tb_s: float) -> str:
@@ -96,8 +123,86 @@ def format_summary(name: str, s: dict[str, Any], copy_tb_s: float) -> str:
         f"{name}: {s['kernels']} Triton kernels in {s['graphs']} graph(s), {s['ms']:.2f} ms standalone, "
         f"{s['gb']:.2f} GB -> {s['tb_s']:.2f} TB/s = {100 * s['share_of_rate']:.0f}% of {copy_tb_s} TB/s "
         f"(those bytes at that rate: {s['floor_ms']:.2f} ms)",
+        "  " + format_large(s),
         "  time by fraction of the copy rate: "
         + ", ".join(f"{label}: {ms:.2f} ms" for label, ms in s["time_by_rate"].items()),
     ]
     lines += [f"  {k['ms']:.3f} ms {k['gb']:.3f} GB {k['tb_s']:.2f} TB/s {k['kernel']}" for k in s["slowest"]]
     return "\n".join(lines)
+
+
+def count_launches(kernel_names: list[str], wrapper_sources: list[str]) -> dict[str, int]:
+    """How often the graphs' wrapper code launches each kernel (``<name>.run(`` per call site)."""
+    counts = {}
+    for name in kernel_names:
+        pattern = re.compile(rf"\b{re.escape(name)}\.run\(")
+        counts[name] = sum(len(pattern.findall(src)) for src in wrapper_sources)
+    return counts
+
+
+def loaded_modules() -> frozenset[int]:
+    """Ids of the modules Inductor has loaded so far (graph wrappers and kernels)."""
+    from torch._inductor.codecache import PyCodeCache
+
+    return frozenset(id(m) for m in PyCodeCache.modules)
+
+
+def time_on_gpu(fn: Callable[[], object], launches: int = 10, replays: int = 5) -> float:
+    """Milliseconds per call of ``fn`` (GPU work only): ``launches`` calls captured in one CUDA graph,
+    replayed ``replays`` times between CUDA events, so the host's launch cost is not in it. Data a
+    kernel re-reads can stay in L2 between the calls: small kernels look faster than in a step."""
+    import torch
+
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(launches):
+            fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    graph.replay()
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / (replays * launches)
+
+
+def benchmark_compiled_kernels(skip: frozenset[int] = frozenset()) -> dict[str, list[dict[str, Any]]]:
+    """Each Triton kernel Inductor compiled in this process, timed alone on random inputs (integer
+    buffers zero) by :func:`time_on_gpu`, with Inductor's byte count and its launches per call of
+    the graphs.
+
+    Needs the graphs compiled with ``torch._inductor.config.benchmark_kernel = True`` (each kernel
+    module then carries its argument maker). Unlike ``profile_bandwidth`` the graphs themselves run
+    normally, so a training step's backward can be measured too. Returns ``{"compiled graphs": rows}``
+    in :func:`summarise`'s form, one row per launch, counting the launches of the graphs whose
+    modules are not in ``skip`` (ids of ``PyCodeCache.modules`` from before, see :func:`loaded_modules`).
+    """
+    from pathlib import Path
+
+    from torch._inductor.codecache import PyCodeCache
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+
+    kernels, wrappers = {}, []
+    for module in list(PyCodeCache.modules):
+        tuners = [
+            k for k, v in vars(module).items() if k.startswith("triton_") and isinstance(v, CachingAutotuner)
+        ]
+        if hasattr(module, "get_args") and hasattr(module, "call") and len(tuners) == 1:
+            kernels[tuners[0]] = module
+        elif hasattr(module, "call") and getattr(module, "__file__", None) and id(module) not in skip:
+            wrappers.append(Path(module.__file__).read_text())
+    launches = count_launches(list(kernels), wrappers)
+    rows: list[dict[str, Any]] = []
+    for name, module in kernels.items():
+        if not launches[name]:
+            continue
+        args = module.get_args()
+        ms = time_on_gpu(lambda m=module, a=args: m.call(a))
+        gb = getattr(module, name).inductor_meta.get("kernel_num_gb") or 0.0
+        rows += [{"kernel": name, "ms": round(ms, 5), "gb": float(gb)}] * launches[name]
+        del args
+    return {"compiled graphs": rows}

@@ -50,7 +50,13 @@ from trainer.models.batchnorm_kernels import use_kernel_batchnorm  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inductor_bandwidth import format_summary, parse_report, summarise  # noqa: E402
+from inductor_bandwidth import (  # noqa: E402
+    benchmark_compiled_kernels,
+    format_large,
+    format_summary,
+    loaded_modules,
+    summarise,
+)
 
 NTU120_TRAIN_SAMPLES = 95_001  # one-shot NTU-120 training split (issue 8)
 EPOCHS = 110
@@ -440,27 +446,22 @@ def kernel_category(name: str) -> str:
     return "other"
 
 
-# Inductor writes its per-kernel report here; a fixed path, because the path is part of the
-# compiled code and of its cache key (the --prewarm job and the timed run must share the graph).
-BANDWIDTH_REPORT = Path(tempfile.gettempdir()) / "train_throughput_inductor_bandwidth.txt"
-
-
 def bandwidth_profile(
     args: argparse.Namespace, device: torch.device, store: PreparedStore, copy_tb_s: float
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Inductor's own timing and byte count of each Triton kernel (``profile_bandwidth``) in the
-    crossglg training step at batch 128 and in one eval batch of 256, against the copy rate:
-    yields ``(name, summary)`` per graph set (see ``bench/inductor_bandwidth.py``).
+    """Each Triton kernel Inductor writes for the crossglg training step at batch 128 (forward and
+    backward) and for one eval batch of 256, timed alone with Inductor's byte count, against the
+    copy rate: yields ``(name, summary)`` per graph set (see ``bench/inductor_bandwidth.py``).
 
-    Compiled without CUDA graphs (each kernel is timed alone by ``do_bench`` on its first call;
-    the kernels are the same as under ``auto``). GEMMs, convolutions and our own Triton ops are
-    not in it: it tells how close the kernels Inductor writes (the BatchNorm/ReLU/add family) run
-    to the bandwidth bound.
+    Compiled without CUDA graphs and with ``benchmark_kernel`` (argument makers in each kernel
+    module; the kernels are the same as under ``auto``). GEMMs, convolutions and our own Triton ops
+    are not in it: it tells how close the kernels Inductor writes (the BatchNorm/ReLU/add family)
+    run to the bandwidth bound, and how many bytes they move.
     """
     import torch._inductor.config as inductor_config
 
     if device.type != "cuda":
-        yield "skipped", {"reason": "Inductor's bandwidth report needs CUDA (the CPU path runs eagerly)"}
+        yield "skipped", {"reason": "the kernel benchmark needs CUDA (the CPU path runs eagerly)"}
         return
     short = argparse.Namespace(**{**vars(args), "steps": 2, "warmup": 2, "eval_batches": 2})
     runs: dict[str, Callable[[], object]] = {
@@ -470,17 +471,10 @@ def bandwidth_profile(
         "eval batch 256": lambda: time_eval(short, device, store, 256, "default"),
     }
     for name, run in runs.items():
-        BANDWIDTH_REPORT.unlink(missing_ok=True)
-        # benchmark_harness off: torch 2.11 then calls the harness without its arguments (TypeError)
-        options = {
-            "profile_bandwidth": True,
-            "profile_bandwidth_output": str(BANDWIDTH_REPORT),
-            "benchmark_harness": False,
-        }
-        with inductor_config.patch(options):
+        before = loaded_modules()
+        with inductor_config.patch({"benchmark_kernel": True}):
             run()
-        text = BANDWIDTH_REPORT.read_text() if BANDWIDTH_REPORT.exists() else ""
-        summary = summarise(parse_report(text), copy_tb_s)
+        summary = summarise(benchmark_compiled_kernels(skip=before), copy_tb_s)
         print(format_summary(name, summary, copy_tb_s), flush=True)
         yield name, summary
 
@@ -969,10 +963,7 @@ def summary_table(result: dict[str, Any], cuda: bool) -> str:
     bandwidth = result.get("inductor_bandwidth", {})
     for name, s in bandwidth.items():
         if isinstance(s, dict) and "ms" in s:
-            lines.append(
-                f"Inductor's Triton kernels, {name}: {s['ms']:.2f} ms standalone for {s['gb']:.2f} GB "
-                f"= {s['tb_s']:.2f} TB/s ({100 * s['share_of_rate']:.0f}% of the copy rate)"
-            )
+            lines.append(f"Inductor's Triton kernels, {name}: {format_large(s)}")
     n = result.get("numerics")
     if n:
         lines.append("")

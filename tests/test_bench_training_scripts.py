@@ -144,3 +144,22 @@ def test_inductor_bandwidth_report_keeps_each_graphs_last_call_and_rates_it() ->
     # at 4 TB/s: bn 2 GB in 1 ms = 50% (bucket "< 75%"), relu 25% ("< 50%"), bn backward 5% ("< 25%")
     assert s["time_by_rate"] == {"< 25%": 2.0, "< 50%": 0.5, "< 75%": 1.0, ">= 75%": 0.0}
     assert s["slowest"][0]["kernel"] == "triton_red_fused_bn_backward"  # loses 1.9 ms against the rate
+    big = summarise(graphs, copy_tb_s=4.0, large_gb=0.45)["large"]  # bn and relu, not bn backward
+    assert (
+        big["kernels"] == 2
+        and big["ms"] == 1.5
+        and big["gb"] == 2.5
+        and big["share_of_rate"] == round(2.5 / 4 / 1.5, 3)
+    )
+
+
+def test_kernel_launches_are_counted_per_call_site_of_the_graph_wrappers() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from inductor_bandwidth import count_launches
+
+    forward = "triton_red_k_1.run(a, b)\ntriton_red_k_12.run(c)\ntriton_red_k_1.run(d, e)\n"
+    backward = "x = triton_red_k_1\ntriton_poi_k_2.run(f)\n"  # a reference without .run( is no launch
+    counts = count_launches(
+        ["triton_red_k_1", "triton_red_k_12", "triton_poi_k_2", "unused"], [forward, backward]
+    )
+    assert counts == {"triton_red_k_1": 2, "triton_red_k_12": 1, "triton_poi_k_2": 1, "unused": 0}
