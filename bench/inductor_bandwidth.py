@@ -1,26 +1,31 @@
-"""Read Inductor's per-kernel bandwidth report (``profile_bandwidth``) into figures.
+"""How close the kernels Inductor writes run to the device's copy rate, and how many bytes they move.
 
-With ``torch._inductor.config.profile_bandwidth`` on, every compiled graph times each of its Triton
-kernels on its first call (``do_bench``, kernel alone) and, at the end of each call of the graph,
-appends to ``profile_bandwidth_output`` one block: per kernel ``ms``, ``GB`` (Inductor's count of the
-kernel's input and output bytes, each buffer once) and ``GB/s``, then a ``SUMMARY`` line. The blocks
-look like (torch 2.11, ``torch/_inductor/runtime/triton_heuristics.py``)::
+Two sources of per-kernel figures, both turned into the same summary by :func:`summarise`:
+
+- the real step under ``torch.profiler`` (each kernel's time inside the CUDA-graphed step) joined
+  with Inductor's own byte count of each kernel (:func:`kernel_bytes`, present when the graphs
+  were compiled with ``benchmark_kernel``): :func:`in_graph_rows`. This is what
+  ``bench/train_throughput.py --sections bandwidth`` does.
+- Inductor's ``profile_bandwidth`` report (``TORCHINDUCTOR_PROFILE=1``, per kernel ``ms``, ``GB``,
+  ``GB/s`` and a ``SUMMARY`` line per graph call; :func:`parse_report`). Each kernel is timed alone
+  by ``do_bench`` on the graph's first call, but in that mode the kernels that mutate a buffer run
+  on clones and later calls are skipped, so the graph computes garbage: it serves a forward or eval
+  graph, and a training step's backward can fail on it (2026-12-04: a device-side index assert in
+  the max-pool backward). A small kernel's standalone time there is mostly the argument clones.
+
+Report lines look like (torch 2.11, ``torch/_inductor/runtime/triton_heuristics.py``)::
 
     ====================
     TRITON KERNELS BANDWIDTH INFO (/tmp/.../xyz.py)
     0.303ms    \t0.417 GB \t 1376.24GB/s \t 12.01% \t triton_red_fused_...
     SUMMARY (/tmp/.../xyz.py)
     2.52ms   \t 7.41 GB\t 2940.48GB/s
-
-:func:`parse_report` keeps the last block of each graph file (the graph's latest call) and
-:func:`summarise` turns it into what bounds the kernels: their time, their bytes, the time those
-bytes take at the device's copy rate, and how much time runs at which fraction of that rate.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
 _HEADER = re.compile(r"^TRITON KERNELS BANDWIDTH INFO \((?P<graph>.*)\)\s*$")
@@ -65,9 +70,8 @@ def summarise(
     ``tb_s`` (bytes over time), ``floor_ms`` (those bytes at ``copy_tb_s``), ``share_of_rate``,
     ``time_by_rate`` (ms of kernels running below each fraction of the rate in :data:`BUCKETS`),
     ``slowest`` (the ``top`` large kernels losing most time against the rate) and ``large``: the same
-    totals over the kernels moving at least ``large_gb`` GB. The large ones carry the bytes; a small
-    kernel's standalone time is mostly the harness (Inductor clones the arguments a kernel mutates,
-    e.g. the running statistics, inside the timed call), not its cost inside the graph.
+    totals over the kernels moving at least ``large_gb`` GB, which carry the bytes (in a
+    ``profile_bandwidth`` report a small kernel's time is mostly the harness, see the module doc).
     """
     rows = [k for kernels in graphs.values() for k in kernels]
     large = [k for k in rows if k["gb"] >= large_gb]
@@ -131,78 +135,41 @@ def format_summary(name: str, s: dict[str, Any], copy_tb_s: float) -> str:
     return "\n".join(lines)
 
 
-def count_launches(kernel_names: list[str], wrapper_sources: list[str]) -> dict[str, int]:
-    """How often the graphs' wrapper code launches each kernel (``<name>.run(`` per call site)."""
-    counts = {}
-    for name in kernel_names:
-        pattern = re.compile(rf"\b{re.escape(name)}\.run\(")
-        counts[name] = sum(len(pattern.findall(src)) for src in wrapper_sources)
-    return counts
+def kernel_bytes(modules: Iterable[Any], skip: frozenset[int] = frozenset()) -> dict[str, list[float]]:
+    """Kernel name → Inductor's byte count of one launch (``inductor_meta["kernel_num_gb"]``), from
+    the kernel objects bound in the graph wrapper modules (``PyCodeCache.modules``) not in ``skip``.
 
-
-def loaded_modules() -> frozenset[int]:
-    """Ids of the modules Inductor has loaded so far (graph wrappers and kernels)."""
-    from torch._inductor.codecache import PyCodeCache
-
-    return frozenset(id(m) for m in PyCodeCache.modules)
-
-
-def time_on_gpu(fn: Callable[[], object], launches: int = 10, replays: int = 5) -> float:
-    """Milliseconds per call of ``fn`` (GPU work only): ``launches`` calls captured in one CUDA graph,
-    replayed ``replays`` times between CUDA events, so the host's launch cost is not in it. Data a
-    kernel re-reads can stay in L2 between the calls: small kernels look faster than in a step."""
-    import torch
-
-    for _ in range(2):
-        fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(launches):
-            fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    graph.replay()
-    start.record()
-    for _ in range(replays):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / (replays * launches)
-
-
-def benchmark_compiled_kernels(skip: frozenset[int] = frozenset()) -> dict[str, list[dict[str, Any]]]:
-    """Each Triton kernel Inductor compiled in this process, timed alone on random inputs (integer
-    buffers zero) by :func:`time_on_gpu`, with Inductor's byte count and its launches per call of
-    the graphs.
-
-    Needs the graphs compiled with ``torch._inductor.config.benchmark_kernel = True`` (each kernel
-    module then carries its argument maker). Unlike ``profile_bandwidth`` the graphs themselves run
-    normally, so a training step's backward can be measured too. Returns ``{"compiled graphs": rows}``
-    in :func:`summarise`'s form, one row per launch, counting the launches of the graphs whose
-    modules are not in ``skip`` (ids of ``PyCodeCache.modules`` from before, see :func:`loaded_modules`).
+    Inductor only counts the bytes when the graphs were compiled with ``benchmark_kernel`` (or
+    ``profile_bandwidth``) on; the kernels themselves are unchanged by it. A name maps to a list:
+    the suffix of a kernel's name counts within its graph, so two graphs (a step's forward and
+    backward) can hold different kernels of the same name, which a profile cannot tell apart.
     """
-    from pathlib import Path
-
-    from torch._inductor.codecache import PyCodeCache
-    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
-
-    kernels, wrappers = {}, []
-    for module in list(PyCodeCache.modules):
-        tuners = [
-            k for k, v in vars(module).items() if k.startswith("triton_") and isinstance(v, CachingAutotuner)
-        ]
-        if hasattr(module, "get_args") and hasattr(module, "call") and len(tuners) == 1:
-            kernels[tuners[0]] = module
-        elif hasattr(module, "call") and getattr(module, "__file__", None) and id(module) not in skip:
-            wrappers.append(Path(module.__file__).read_text())
-    launches = count_launches(list(kernels), wrappers)
-    rows: list[dict[str, Any]] = []
-    for name, module in kernels.items():
-        if not launches[name]:
+    found: dict[str, list[float]] = {}
+    for module in modules:
+        if id(module) in skip:
             continue
-        args = module.get_args()
-        ms = time_on_gpu(lambda m=module, a=args: m.call(a))
-        gb = getattr(module, name).inductor_meta.get("kernel_num_gb") or 0.0
-        rows += [{"kernel": name, "ms": round(ms, 5), "gb": float(gb)}] * launches[name]
-        del args
-    return {"compiled graphs": rows}
+        for name, obj in list(vars(module).items()):
+            meta = getattr(obj, "inductor_meta", None)
+            if (
+                name.startswith("triton_")
+                and isinstance(meta, dict)
+                and meta.get("kernel_num_gb") is not None
+            ):
+                found.setdefault(name, []).append(float(meta["kernel_num_gb"]))
+    return found
+
+
+def in_graph_rows(
+    kernel_times: dict[str, tuple[float, int]], gb: dict[str, list[float]]
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`summarise`'s input from a profile of the real step: ``kernel_times`` maps a kernel name
+    to (ms per step, launches per step) as the profiler saw them; each launch becomes one row with
+    its share of the time and Inductor's bytes (the mean where several kernels share the name).
+    Kernels without a byte count (GEMMs, convolutions, our own Triton ops) are left out.
+    """
+    rows = []
+    for name, (ms, launches) in kernel_times.items():
+        if name in gb and launches > 0:
+            per_launch = sum(gb[name]) / len(gb[name])
+            rows += [{"kernel": name, "ms": ms / launches, "gb": per_launch}] * launches
+    return {"profiled step": rows}

@@ -50,13 +50,7 @@ from trainer.models.batchnorm_kernels import use_kernel_batchnorm  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inductor_bandwidth import (  # noqa: E402
-    benchmark_compiled_kernels,
-    format_large,
-    format_summary,
-    loaded_modules,
-    summarise,
-)
+from inductor_bandwidth import format_large, format_summary, in_graph_rows, kernel_bytes, summarise  # noqa: E402
 
 NTU120_TRAIN_SAMPLES = 95_001  # one-shot NTU-120 training split (issue 8)
 EPOCHS = 110
@@ -345,10 +339,13 @@ def time_eval(
 PROFILE_BATCH = 128
 
 
-def profile_step(
+PROFILE_STEPS = 5
+
+
+def record_train_profile(
     args: argparse.Namespace, device: torch.device, store: PreparedStore, mode: str
-) -> list[dict]:
-    """GPU kernels of the crossglg step at batch 128 (``torch.profiler``), largest first, then per family."""
+) -> Any:
+    """``torch.profiler`` record of :data:`PROFILE_STEPS` crossglg training steps at batch 128."""
     from torch.profiler import ProfilerActivity, profile
 
     torch._dynamo.reset()
@@ -363,17 +360,17 @@ def profile_step(
     sync(device)
     acts = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
     with profile(activities=acts) as prof:
-        for _ in range(5):
+        for _ in range(PROFILE_STEPS):
             x, y, _ = next(batches)
             step(x, y, kb)
         sync(device)
-    return kernel_rows(prof, 5, device)
+    return prof
 
 
-def profile_eval(
+def record_eval_profile(
     args: argparse.Namespace, device: torch.device, store: PreparedStore, mode: str
-) -> list[dict]:
-    """GPU kernels of one feature-extraction batch of 256 (``torch.profiler``), as :func:`profile_step`."""
+) -> Any:
+    """``torch.profiler`` record of :data:`PROFILE_STEPS` feature-extraction batches of 256."""
     from torch.profiler import ProfilerActivity, profile
 
     torch._dynamo.reset()
@@ -387,10 +384,19 @@ def profile_eval(
         sync(device)
         acts = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
         with profile(activities=acts) as prof:
-            for _ in range(5):
+            for _ in range(PROFILE_STEPS):
                 extract(x)
             sync(device)
-    return kernel_rows(prof, 5, device)
+    return prof
+
+
+def profiled_kernel_times(prof: Any, steps: int) -> dict[str, tuple[float, int]]:
+    """Each GPU kernel of a CUDA profile by its full name: (ms per step, launches per step)."""
+    return {
+        e.key: (e.self_device_time_total / steps / 1e3, e.count // steps)
+        for e in prof.key_averages()
+        if e.self_device_time_total > 0
+    }
 
 
 def kernel_rows(prof: Any, steps: int, device: torch.device) -> list[dict]:
@@ -449,32 +455,33 @@ def kernel_category(name: str) -> str:
 def bandwidth_profile(
     args: argparse.Namespace, device: torch.device, store: PreparedStore, copy_tb_s: float
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Each Triton kernel Inductor writes for the crossglg training step at batch 128 (forward and
-    backward) and for one eval batch of 256, timed alone with Inductor's byte count, against the
-    copy rate: yields ``(name, summary)`` per graph set (see ``bench/inductor_bandwidth.py``).
+    """The kernels Inductor writes, inside the real compiled crossglg training step at batch 128
+    (forward and backward) and one eval batch of 256: their profiled time per launch against
+    Inductor's byte count of each, at the device's copy rate. Yields ``(name, summary)`` per graph
+    set (see ``bench/inductor_bandwidth.py``).
 
-    Compiled without CUDA graphs and with ``benchmark_kernel`` (argument makers in each kernel
-    module; the kernels are the same as under ``auto``). GEMMs, convolutions and our own Triton ops
-    are not in it: it tells how close the kernels Inductor writes (the BatchNorm/ReLU/add family)
-    run to the bandwidth bound, and how many bytes they move.
+    Compiled as ``--compile`` (``auto``: CUDA graphs) with ``benchmark_kernel`` on, which makes
+    Inductor count each kernel's bytes and changes no kernel. GEMMs, convolutions and our own
+    Triton ops carry no byte count and are left out: the summary says how close the BatchNorm /
+    ReLU / add family runs to the bandwidth bound, and how many bytes it moves per step.
     """
     import torch._inductor.config as inductor_config
+    from torch._inductor.codecache import PyCodeCache
 
     if device.type != "cuda":
-        yield "skipped", {"reason": "the kernel benchmark needs CUDA (the CPU path runs eagerly)"}
+        yield "skipped", {"reason": "the kernel profile needs CUDA (the CPU path runs eagerly)"}
         return
-    short = argparse.Namespace(**{**vars(args), "steps": 2, "warmup": 2, "eval_batches": 2})
-    runs: dict[str, Callable[[], object]] = {
-        f"train batch {PROFILE_BATCH}": lambda: time_train(
-            short, device, store, "crossglg", PROFILE_BATCH, "default"
-        ),
-        "eval batch 256": lambda: time_eval(short, device, store, 256, "default"),
+    records: dict[str, Callable[[], Any]] = {
+        f"train batch {PROFILE_BATCH}": lambda: record_train_profile(args, device, store, args.compile),
+        "eval batch 256": lambda: record_eval_profile(args, device, store, args.compile),
     }
-    for name, run in runs.items():
-        before = loaded_modules()
+    for name, record in records.items():
+        before = frozenset(id(m) for m in PyCodeCache.modules)
         with inductor_config.patch({"benchmark_kernel": True}):
-            run()
-        summary = summarise(benchmark_compiled_kernels(skip=before), copy_tb_s)
+            prof = record()
+        gb = kernel_bytes(PyCodeCache.modules, skip=before)
+        summary = summarise(in_graph_rows(profiled_kernel_times(prof, PROFILE_STEPS), gb), copy_tb_s)
+        summary["names_shared_by_several_kernels"] = sum(len(v) > 1 for v in gb.values())
         print(format_summary(name, summary, copy_tb_s), flush=True)
         yield name, summary
 
@@ -668,12 +675,14 @@ def main() -> None:
             result.setdefault("compare_eval", {"batch": args.compare_eval})[label] = e
             save()
     if "profile" in args.sections:
-        rows = profile_step(args, device, store, args.profile_mode)
+        rows = kernel_rows(
+            record_train_profile(args, device, store, args.profile_mode), PROFILE_STEPS, device
+        )
         result["profile_top_kernels"] = {"compile": args.profile_mode, "rows": rows}
         print_profile(rows)
         save()
     if "evalprofile" in args.sections:
-        rows = profile_eval(args, device, store, args.profile_mode)
+        rows = kernel_rows(record_eval_profile(args, device, store, args.profile_mode), PROFILE_STEPS, device)
         result["eval_profile_top_kernels"] = {"compile": args.profile_mode, "batch": 256, "rows": rows}
         print("eval profile (batch 256)", flush=True)
         print_profile(rows)

@@ -153,13 +153,33 @@ def test_inductor_bandwidth_report_keeps_each_graphs_last_call_and_rates_it() ->
     )
 
 
-def test_kernel_launches_are_counted_per_call_site_of_the_graph_wrappers() -> None:
+def test_profiled_kernels_join_inductors_byte_counts_per_launch() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
-    from inductor_bandwidth import count_launches
+    from types import ModuleType, SimpleNamespace
 
-    forward = "triton_red_k_1.run(a, b)\ntriton_red_k_12.run(c)\ntriton_red_k_1.run(d, e)\n"
-    backward = "x = triton_red_k_1\ntriton_poi_k_2.run(f)\n"  # a reference without .run( is no launch
-    counts = count_launches(
-        ["triton_red_k_1", "triton_red_k_12", "triton_poi_k_2", "unused"], [forward, backward]
+    from inductor_bandwidth import in_graph_rows, kernel_bytes, summarise
+
+    def wrapper(**kernels: float) -> ModuleType:  # a graph wrapper module with its kernel objects bound
+        module = ModuleType("wrapper")
+        for name, gb in kernels.items():
+            setattr(module, name, SimpleNamespace(inductor_meta={"kernel_num_gb": gb}))
+        module.call = lambda args: None
+        return module
+
+    forward, backward, old = (
+        wrapper(triton_red_bn_1=0.4, triton_poi_add_2=0.1),
+        wrapper(triton_red_bn_1=0.2),
+        wrapper(triton_poi_x_0=9.0),
     )
-    assert counts == {"triton_red_k_1": 2, "triton_red_k_12": 1, "triton_poi_k_2": 1, "unused": 0}
+    gb = kernel_bytes([old, forward, backward], skip=frozenset({id(old)}))
+    assert gb == {"triton_red_bn_1": [0.4, 0.2], "triton_poi_add_2": [0.1]}  # same name in two graphs
+    # the profiler: bn launched twice per step (0.3 ms in all), add once, a GEMM without a byte count
+    times = {"triton_red_bn_1": (0.3, 2), "triton_poi_add_2": (0.05, 1), "nvjet_sm90_gemm": (1.0, 4)}
+    rows = in_graph_rows(times, gb)["profiled step"]
+    assert sorted((r["kernel"], round(r["ms"], 3), round(r["gb"], 3)) for r in rows) == [
+        ("triton_poi_add_2", 0.05, 0.1),
+        ("triton_red_bn_1", 0.15, 0.3),
+        ("triton_red_bn_1", 0.15, 0.3),
+    ]
+    s = summarise({"step": rows}, copy_tb_s=4.0)
+    assert s["kernels"] == 3 and s["ms"] == 0.35 and s["gb"] == 0.7 and s["floor_ms"] == 0.175
