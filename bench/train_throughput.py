@@ -543,6 +543,14 @@ def main() -> None:
     )
     parser.add_argument("--prewarm-only", action="store_true", help="stop after --prewarm (fill the caches)")
     parser.add_argument(
+        "--deadline",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="start no timed configuration after this many seconds (prewarm included); the table "
+        "is still written, with the skipped ones listed",
+    )
+    parser.add_argument(
         "--candidates",
         nargs="*",
         default=[],
@@ -560,8 +568,9 @@ def main() -> None:
         args.steps, args.warmup, args.eval_batches, args.samples = 2, 1, 2, 64
         args.classes, args.check_batch, args.train_steps, args.short_seeds = 5, 4, 3, 2
         args.compare_batch = 4
+    schedule = Schedule(args.deadline)
     if args.prewarm:
-        prewarm(args)
+        schedule.unwarmed = prewarm(args)
         if args.prewarm_only:
             return
     device = torch.device(args.device)
@@ -610,6 +619,8 @@ def main() -> None:
     if "train" in args.sections:
         for variant in args.variants:
             for b in args.batches:
+                if not schedule.runs(f"train {variant} {b}"):
+                    continue
                 r = time_train(args, device, store, variant, b, args.compile)
                 print(f"train {variant} batch {b}: {r}", flush=True)
                 result.setdefault(f"{variant}_train_detail", {})[str(b)] = r
@@ -617,12 +628,14 @@ def main() -> None:
                 save()
     if "eval" in args.sections:
         for b in args.eval_sizes:
+            if not schedule.runs(f"eval {b}"):
+                continue
             result.setdefault("eval_samples_per_s", {})[str(b)] = time_eval(
                 args, device, store, b, args.compile
             )
             print("eval", result["eval_samples_per_s"], flush=True)
             save()
-    if "check" in args.sections:
+    if "check" in args.sections and schedule.runs("check"):
         t = time.perf_counter()
         result["numerics"] = gradient_check(args, device, store)
         print(
@@ -631,7 +644,7 @@ def main() -> None:
             flush=True,
         )
         save()
-    if "short" in args.sections:
+    if "short" in args.sections and schedule.runs("short"):
         t = time.perf_counter()
         # Each path from the same seeds (same init, same batches): the gap between the paths is
         # judged against the spread over seeds.
@@ -655,6 +668,8 @@ def main() -> None:
     if "compare" in args.sections:
         mid = args.compare_batch
         for label in args.compare:
+            if not schedule.runs(f"compare {label}"):
+                continue
             try:
                 with compare_setting(label) as (mode, fused):
                     r = time_train(args, device, store, "crossglg", mid, mode, fused=fused)
@@ -664,6 +679,8 @@ def main() -> None:
             result.setdefault("compare_modes_crossglg", {"batch": mid})[label] = r
             save()
         for label in args.compare if args.compare_eval else []:
+            if not schedule.runs(f"compare-eval {label}"):
+                continue
             try:
                 with compare_setting(label) as (mode, _):
                     e: dict[str, Any] = {
@@ -674,25 +691,28 @@ def main() -> None:
             print(f"eval batch {args.compare_eval} compile={label}: {e}", flush=True)
             result.setdefault("compare_eval", {"batch": args.compare_eval})[label] = e
             save()
-    if "profile" in args.sections:
+    if "profile" in args.sections and schedule.runs("profile"):
         rows = kernel_rows(
             record_train_profile(args, device, store, args.profile_mode), PROFILE_STEPS, device
         )
         result["profile_top_kernels"] = {"compile": args.profile_mode, "rows": rows}
         print_profile(rows)
         save()
-    if "evalprofile" in args.sections:
+    if "evalprofile" in args.sections and schedule.runs("evalprofile"):
         rows = kernel_rows(record_eval_profile(args, device, store, args.profile_mode), PROFILE_STEPS, device)
         result["eval_profile_top_kernels"] = {"compile": args.profile_mode, "batch": 256, "rows": rows}
         print("eval profile (batch 256)", flush=True)
         print_profile(rows)
         save()
-    if "bandwidth" in args.sections:
+    if "bandwidth" in args.sections and schedule.runs("bandwidth"):
         copy_rate = result["ceilings"].get("copy_tb_s", 4.24)
         result["inductor_bandwidth"] = {"copy_tb_s": copy_rate}
         for name, summary in bandwidth_profile(args, device, store, copy_rate):
             result["inductor_bandwidth"][name] = summary
             save()
+    result.pop("skipped", None)  # a --merge'd file's list is about its own run
+    if schedule.skipped:
+        result["skipped"] = schedule.skipped
     table = summary_table(result, cuda)
     result["table"] = table
     save()
@@ -776,89 +796,104 @@ def compare_setting(label: str) -> Iterator[tuple[str, bool | None]]:
         CANDIDATES["on"] = set(CANDIDATES["default"])
 
 
-def warm_jobs(args: argparse.Namespace) -> list[list[str]]:
-    """Arguments of one compile-only job per configuration the requested sections will time."""
+def warm_jobs(args: argparse.Namespace) -> dict[str, list[str]]:
+    """One compile-only job per configuration the requested sections will time: its
+    :class:`Schedule` key → the job's arguments."""
     base = ["--device", args.device, "--compile", args.compile, "--classes", str(args.classes)]
     base += ["--candidates", *args.candidates] if args.candidates else []
-    jobs = []
+    jobs: dict[str, list[str]] = {}
     if "train" in args.sections:
-        jobs += [
-            ["--sections", "train", "--variants", v, "--batches", str(b)]
-            for v in args.variants
-            for b in args.batches
-        ]
+        for v in args.variants:
+            for b in args.batches:
+                jobs[f"train {v} {b}"] = ["--sections", "train", "--variants", v, "--batches", str(b)]
     if "eval" in args.sections:
-        jobs += [["--sections", "eval", "--eval-sizes", str(b)] for b in args.eval_sizes]
+        for b in args.eval_sizes:
+            jobs[f"eval {b}"] = ["--sections", "eval", "--eval-sizes", str(b)]
     if "compare" in args.sections:
-        jobs += [
-            ["--sections", "compare", "--compare", label, "--compare-batch", str(args.compare_batch)]
-            for label in args.compare
-        ]
-        jobs += [
-            [
-                "--sections",
-                "compare",
-                "--compare",
-                label,
-                "--compare-eval",
-                str(args.compare_eval),
-                "--compare-batch",
-                "0",
-            ]
-            for label in (args.compare if args.compare_eval else [])
-        ]
+        for label in args.compare:
+            batch = ["--compare-batch", str(args.compare_batch)]
+            jobs[f"compare {label}"] = ["--sections", "compare", "--compare", label, *batch]
+            if args.compare_eval:
+                only_eval = ["--compare-eval", str(args.compare_eval), "--compare-batch", "0"]
+                jobs[f"compare-eval {label}"] = ["--sections", "compare", "--compare", label, *only_eval]
     if "bandwidth" in args.sections:
-        jobs.append(["--sections", "bandwidth"])
+        jobs["bandwidth"] = ["--sections", "bandwidth"]
     if "check" in args.sections:
-        jobs.append(["--sections", "check", "--check-batch", str(args.check_batch)])
+        jobs["check"] = ["--sections", "check", "--check-batch", str(args.check_batch)]
     if "profile" in args.sections and args.profile_mode != "off":
-        jobs.append(["--sections", "profile", "--profile-mode", args.profile_mode])
+        jobs["profile"] = ["--sections", "profile", "--profile-mode", args.profile_mode]
     if "evalprofile" in args.sections and args.profile_mode != "off":  # the eval graph at batch 256
-        jobs.append(["--sections", "eval", "--eval-sizes", "256", "--compile", args.profile_mode])
-    return [base + job for job in jobs]
+        jobs["evalprofile"] = ["--sections", "eval", "--eval-sizes", "256", "--compile", args.profile_mode]
+    return {key: base + job for key, job in jobs.items()}
 
 
-def prewarm(args: argparse.Namespace) -> None:
+def prewarm(args: argparse.Namespace) -> set[str]:
     """Compile every configuration concurrently in subprocesses (``--warm-only``), at most ``--prewarm`` s.
 
     Each compile is mostly single-threaded Python (Dynamo, AOTAutograd, Inductor lowering), ~2 min
     per graph on an H200 host; run one after the other they dominate the bench. The subprocesses
     fill Inductor's on-disk caches (FX graphs, AOTAutograd, Triton kernels), so the timed runs that
-    follow start in seconds. Their timings are discarded; a job that fails or runs out of time only
-    means that configuration compiles again when timed.
+    follow start in seconds. Their timings are discarded. Returns the keys of the jobs that failed
+    or ran out of time (:class:`Schedule` skips those configurations: they would compile again).
     """
     jobs = warm_jobs(args)
     threads = max(1, (os.cpu_count() or 2) // max(1, len(jobs)))
     env = {**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": str(threads)}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        procs = [
-            subprocess.Popen(
+        procs = {
+            key: subprocess.Popen(
                 [sys.executable, __file__, "--warm-only", *job, "--out", f"{tmp}/{i}"],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            for i, job in enumerate(jobs)
-        ]
-        failed = 0
-        for proc in procs:
+            for i, (key, job) in enumerate(jobs.items())
+        }
+        unfinished: set[str] = set()
+        for key, proc in procs.items():
             remaining = max(1.0, args.prewarm - (time.perf_counter() - t0))
             try:
                 _, err = proc.communicate(timeout=remaining)
                 if proc.returncode:
-                    failed += 1
-                    print(f"prewarm job failed: {err.strip().splitlines()[-1:]}", flush=True)
+                    unfinished.add(key)
+                    print(f"prewarm job {key!r} failed: {err.strip().splitlines()[-1:]}", flush=True)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
-                failed += 1
+                unfinished.add(key)
     print(
         f"prewarm: {len(jobs)} configurations compiled in parallel in {time.perf_counter() - t0:.0f} s"
-        f" ({failed} not finished)",
+        f" ({len(unfinished)} not finished{': ' + ', '.join(sorted(unfinished)) if unfinished else ''})",
         flush=True,
     )
+    return unfinished
+
+
+class Schedule:
+    """Which timed configurations still run: not those whose ``--prewarm`` compile did not finish
+    (timing them would compile them now, which can take longer than the whole call has left), and
+    none once ``--deadline`` seconds have passed since the start. The skipped ones are recorded, and
+    the table is written in any case."""
+
+    def __init__(self, deadline_s: float = 0.0, unwarmed: set[str] | None = None):
+        self.start = time.perf_counter()
+        self.deadline_s = deadline_s
+        self.unwarmed = unwarmed or set()
+        self.skipped: dict[str, str] = {}
+
+    def runs(self, key: str) -> bool:
+        """Whether configuration ``key`` (a :func:`warm_jobs` key) is timed; if not, say why."""
+        why = None
+        if key in self.unwarmed:
+            why = "its --prewarm compile did not finish"
+        elif self.deadline_s and time.perf_counter() - self.start > self.deadline_s:
+            why = f"past --deadline {self.deadline_s:.0f} s"
+        if why:
+            self.skipped[key] = why
+            print(f"skipped {key}: {why}", flush=True)
+        return why is None
 
 
 def warm_configurations(args: argparse.Namespace, device: torch.device) -> None:
@@ -989,6 +1024,8 @@ def summary_table(result: dict[str, Any], cuda: bool) -> str:
             f"short training ({acc['steps']} steps, {seeds} seed(s)): accuracy fp32 eager "
             f"{acc['fp32_eager']:.3f}{std['fp32_eager']}, fast {acc['fast']:.3f}{std['fast']}"
         )
+    if result.get("skipped"):
+        lines.append("not timed: " + "; ".join(f"{k} ({why})" for k, why in result["skipped"].items()))
     if result.get("ceilings"):
         lines.append(f"ceilings measured: {result['ceilings']}")
     return "\n".join(lines)

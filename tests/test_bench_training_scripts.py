@@ -46,6 +46,31 @@ def test_train_throughput_prewarm_compiles_each_configuration_first(tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_train_throughput_deadline_skips_the_rest_and_still_writes_the_table(tmp_path: Path) -> None:
+    args = ["--device", "cpu", "--quick", "--sections", "train", "eval", "--variants", "baseline"]
+    out = _run(["bench/train_throughput.py", *args, "--deadline", "0.001", "--out", str(tmp_path)])
+    assert "skipped train baseline 4: past --deadline" in out
+    result = json.loads((tmp_path / "train_throughput.json").read_text())
+    assert set(result["skipped"]) == {"train baseline 4", "eval 8"}
+    assert "baseline_train_samples_per_s" not in result
+    assert "not timed: train baseline 4" in (tmp_path / "train_throughput.md").read_text()
+
+
+def test_schedule_skips_unwarmed_configurations_and_everything_past_the_deadline() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from train_throughput import Schedule
+
+    schedule = Schedule(deadline_s=3600, unwarmed={"compare auto+tile"})
+    assert schedule.runs("compare auto") and not schedule.runs("compare auto+tile")
+    schedule.deadline_s = 1e-9
+    assert not schedule.runs("eval 256")
+    assert schedule.skipped == {
+        "compare auto+tile": "its --prewarm compile did not finish",
+        "eval 256": "past --deadline 0 s",
+    }
+
+
+@pytest.mark.slow
 def test_ddp_throughput_runs_one_and_two_processes(tmp_path: Path) -> None:
     args = ["--gpus", "1", "2", "--batch", "4", "--steps", "2", "--warmup", "1", "--samples", "64"]
     _run(["bench/ddp_throughput.py", *args, "--classes", "5", "--out", str(tmp_path)])
