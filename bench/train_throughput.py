@@ -1004,10 +1004,11 @@ def summary_table(result: dict[str, Any], cuda: bool) -> str:
         lines += ["", "| eval, compile= | batch | samples/s |", "| --- | --- | --- |"]
         for mode, r in compare_eval.items():
             lines.append(f"| {mode} | {eval_batch} | {rate_cell(r)} |")
-    bandwidth = result.get("inductor_bandwidth", {})
-    for name, s in bandwidth.items():
-        if isinstance(s, dict) and "ms" in s:
-            lines.append(f"Inductor's Triton kernels, {name}: {format_large(s)}")
+    bandwidth = {
+        k: v for k, v in result.get("inductor_bandwidth", {}).items() if isinstance(v, dict) and "ms" in v
+    }
+    lines += [""] if bandwidth else []
+    lines += [f"Inductor's Triton kernels, {name}: {format_large(s)}" for name, s in bandwidth.items()]
     n = result.get("numerics")
     if n:
         lines.append("")
