@@ -118,6 +118,8 @@ def build(
     torch.manual_seed(seed)
     spec = load_spec("ntu120")
     options = {} if fused is None else {"fused_attention": fused}
+    if "mixfuse" in CANDIDATES["on"]:
+        options["fused_mixing"] = True
     if "dense" in CANDIDATES["on"] or "strided" in CANDIDATES["on"]:
         options["dense_branches"] = "strided" not in CANDIDATES["on"]
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
@@ -667,7 +669,7 @@ def main() -> None:
         save()
     if "compare" in args.sections:
         mid = args.compare_batch
-        for label in args.compare:
+        for label in args.compare if mid else []:  # --compare-batch 0: eval only (--compare-eval)
             if not schedule.runs(f"compare {label}"):
                 continue
             try:
@@ -740,6 +742,7 @@ MODEL_CANDIDATES = {
     "dense": "dense copies of the TCN's dilated-conv inputs made in the graph (InfoGCN dense_branches, "
     "the default since 2026-12-04)",
     "strided": "the TCN's dilated convolutions read strided channel slices (dense_branches off)",
+    "mixfuse": "eval: SA-GC's channel mixing inside its attention kernel (InfoGCN fused_mixing)",
 }
 CANDIDATES: dict[str, set[str]] = {"on": set(), "default": set()}
 

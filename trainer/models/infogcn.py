@@ -39,6 +39,7 @@ from trainer.models.frame_matmul import frame_matmul
 from trainer.models.graph import SkeletonGraph
 from trainer.models.registry import register_encoder
 from trainer.models.sagc_attention import sagc_attention
+from trainer.models.sagc_inference import sagc_mixed_attention
 
 
 def pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
@@ -79,11 +80,19 @@ class SelfAttentionGraphConv(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, num_joints: int, heads: int = 3, fused: bool = True
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_joints: int,
+        heads: int = 3,
+        fused: bool = True,
+        fused_mixing: bool = False,
     ):
         super().__init__()
         self.heads = heads
         self.fused = fused  # one kernel for the attention path (trainer/models/sagc_attention.py)
+        # without autograd, the channel mixing inside that kernel too (trainer/models/sagc_inference.py)
+        self.fused_mixing = fused_mixing
         self.qk_dim = max(in_channels // 8, 1)
         self.scale = self.qk_dim**-0.5
         self.attn_norm = nn.LayerNorm(in_channels)
@@ -126,15 +135,22 @@ class SelfAttentionGraphConv(nn.Module):
         # laid out (joint j, head h) per row — exactly the [(j, h), C'] operand of one batched
         # product with the topology arranged [i, (j, h)]. No copy of the features, only of the
         # (smaller) attention maps.
-        weight = self.mix.weight.view(out, h, c).transpose(0, 1).reshape(h * out, c)
-        y = F.linear(x.permute(0, 2, 3, 1), weight).reshape(b * t, v * h, out)  # [B·T, (j, h), C']
-        if self.fused:
-            qk = self.to_qk(self.attn_norm(x.permute(0, 2, 3, 1))).reshape(b * t, v, -1)
-            z = sagc_attention(qk, self.shared_topology, y, h, self.scale)
+        rows = x.permute(0, 2, 3, 1)  # [B, T, V, C]: a free view of the channels-last features
+        weight = self.mix.weight.view(out, h, c).transpose(0, 1)  # [H, C', C]
+        qk = self.to_qk(self.attn_norm(rows)).reshape(b * t, v, -1) if self.fused else None
+        if qk is not None and self.fused_mixing and not torch.is_grad_enabled():
+            # Inference: the mixing happens inside the kernel, y is never written. qk's dtype is
+            # the compute dtype (autocast's, as F.linear would cast to below).
+            rows, weight = rows.reshape(b * t, v, c).to(qk.dtype), weight.to(qk.dtype)
+            z = sagc_mixed_attention(qk, self.shared_topology, rows, weight, h, self.scale)
         else:
-            topology = self.attention(x) * self.shared_topology  # [B, T, H, V, V]
-            a = topology.permute(0, 1, 3, 4, 2).reshape(b * t, v, v * h).to(y.dtype)  # [B·T, i, (j, h)]
-            z = frame_matmul(a, y)
+            y = F.linear(rows, weight.reshape(h * out, c)).reshape(b * t, v * h, out)  # [B·T, (j, h), C']
+            if qk is not None:
+                z = sagc_attention(qk, self.shared_topology, y, h, self.scale)
+            else:
+                topology = self.attention(x) * self.shared_topology  # [B, T, H, V, V]
+                a = topology.permute(0, 1, 3, 4, 2).reshape(b * t, v, v * h).to(y.dtype)  # [B·T, i, (j, h)]
+                z = frame_matmul(a, y)
         z = z.view(b, t, v, out).permute(0, 3, 1, 2)  # [B, C', T, V], channels-last
         shortcut = (
             x if isinstance(self.down, nn.Identity) else bn_act(self.down[1], pointwise(self.down[0], x))
@@ -241,10 +257,13 @@ class InfoGCNBlock(nn.Module):
         heads: int = 3,
         fused_attention: bool = True,
         dense_branches: bool = True,
+        fused_mixing: bool = False,
     ):
         super().__init__()
         self.out_channels = out_channels
-        self.gc = SelfAttentionGraphConv(in_channels, out_channels, num_joints, heads, fused_attention)
+        self.gc = SelfAttentionGraphConv(
+            in_channels, out_channels, num_joints, heads, fused_attention, fused_mixing
+        )
         self.tcn = MultiScaleTemporalConv(out_channels, stride, dense_branches=dense_branches)
         if in_channels == out_channels and stride == 1:
             self.residual: nn.Module = nn.Identity()
@@ -288,6 +307,9 @@ class InfoGCN(SkeletonEncoder):
         dense_branches: the multi-scale TCN's dilated convolutions take dense copies of their channel
             slices made in the graph (same function; H200, batch 128, 2026-12-04: 5,402 against
             5,272 training samples/s with ``False``, the strided slices copied by the convolutions).
+        fused_mixing: without autograd (eval, feature extraction), SA-GC's channel mixing runs inside
+            its attention kernel, so the 3×-wide mixed features are never written
+            (:mod:`trainer.models.sagc_inference`; same function; candidate, not yet timed on a GPU).
     """
 
     def __init__(
@@ -304,6 +326,7 @@ class InfoGCN(SkeletonEncoder):
         prior_gain: float = 3.0,
         fused_attention: bool = True,
         dense_branches: bool = True,
+        fused_mixing: bool = False,
     ):
         super().__init__()
         v = graph.num_joints
@@ -319,7 +342,8 @@ class InfoGCN(SkeletonEncoder):
         blocks, c_in = [], base_channels
         for mult, stride in INFOGCN_CHANNELS:
             c_out = mult * base_channels // 64
-            blocks.append(InfoGCNBlock(c_in, c_out, v, stride, heads, fused_attention, dense_branches))
+            block = InfoGCNBlock(c_in, c_out, v, stride, heads, fused_attention, dense_branches, fused_mixing)
+            blocks.append(block)
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
         self.feature_dim = c_in

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from trainer.models.triton_support import relative_error, tl, triton, triton_applies
 
-_BV = 32  # joints per tile (V ≤ 32)
+JOINT_TILE = 32  # joints per tile (V ≤ 32)
 
 
 @dataclass(frozen=True)
@@ -104,13 +104,18 @@ def reference(qk: Tensor, topology: Tensor, y: Tensor, heads: int, scale: float)
 def kernels_apply(qk: Tensor, topology: Tensor, y: Tensor, heads: int) -> bool:
     """Triton path: half-precision CUDA ``qk``/``y``, V ≤ 32, d ≤ 64."""
     d = qk.shape[2] // (2 * heads)
-    return triton_applies(qk, y) and qk.shape[1] <= _BV and d <= 64 and (topology.is_cuda or not qk.is_cuda)
+    return (
+        triton_applies(qk, y)
+        and qk.shape[1] <= JOINT_TILE
+        and d <= 64
+        and (topology.is_cuda or not qk.is_cuda)
+    )
 
 
 if triton is not None:
 
     @triton.jit
-    def _scores(qk_ptr, g, rv, rd, vmask, qmask, h, scale, D, sqg, sqv, sqc, H: tl.constexpr):
+    def attention_scores(qk_ptr, g, rv, rd, vmask, qmask, h, scale, D, sqg, sqv, sqc, H: tl.constexpr):
         """Softmax rows of one frame and head, fp32 ``[BV, BV]``, and its q, k tiles.
 
         ``qmask`` masks the q/k loads (all false for a frame past the end: q = k = 0 gives finite,
@@ -143,7 +148,7 @@ if triton is not None:
             ymask = vmask[:, None] & (rn[None, :] < N) & live
             acc = tl.zeros((BV, BN), dtype=tl.float32)
             for h in tl.static_range(H):
-                p, q, k = _scores(qk_ptr, g, rv, rd, vmask, qmask, h, scale, D, sqg, sqv, sqc, H)
+                p, q, k = attention_scores(qk_ptr, g, rv, rd, vmask, qmask, h, scale, D, sqg, sqv, sqc, H)
                 tp = topo_ptr + h * sth + rv[:, None] * sti + rv[None, :] * stj
                 topo = tl.load(tp, mask=tmask, other=0.0)
                 m = (p * topo).to(y_ptr.dtype.element_ty)
@@ -175,7 +180,9 @@ if triton is not None:
             for f in range(FRAMES):
                 g = (pid * FRAMES + f).to(tl.int64)
                 live = g < G
-                p, q, k = _scores(qk_ptr, g, rv, rd, vmask, qmask & live, h, scale, D, sqg, sqv, sqc, H)
+                p, q, k = attention_scores(
+                    qk_ptr, g, rv, rd, vmask, qmask & live, h, scale, D, sqg, sqv, sqc, H
+                )
                 m = (p * topo).to(y_ptr.dtype.element_ty)
                 dm = tl.zeros((BV, BV), dtype=tl.float32)
                 for nb in tl.static_range(N_BLOCKS):
@@ -205,7 +212,8 @@ if triton is not None:
             tl.store(part_ptr + (pid * H + h) * V * V + rv[:, None] * V + rv[None, :], dtopo, mask=tmask)
 
 
-def _tiles(d: int) -> int:
+def head_tile(d: int) -> int:
+    """The tile over a head's query/key width ``d`` (a power of two, at least 16 for ``tl.dot``)."""
     return max(16, triton.next_power_of_2(d))
 
 
@@ -238,7 +246,7 @@ def attention_forward(
         _sagc_forward_kernel[grid](
             qk, topology, y, z, g, v, n, d, scale,
             *qk.stride(), *topology.stride(), *y.stride(), *z.stride(),
-            heads, _BV, _tiles(d), bn, launch.frames,
+            heads, JOINT_TILE, head_tile(d), bn, launch.frames,
             num_warps=launch.num_warps, num_stages=launch.num_stages,
         )  # fmt: skip
     return z
@@ -273,7 +281,7 @@ def attention_backward(
     _sagc_backward_kernel[(programs,)](
         qk, topology, y, dz, dqk, partial, dy, g, v, n, d, scale,
         *qk.stride(), *topology.stride(), *y.stride(), *dz.stride(), *dqk.stride(), *dy.stride(),
-        heads, _BV, _tiles(d), bn, triton.cdiv(n, bn), launch.frames,
+        heads, JOINT_TILE, head_tile(d), bn, triton.cdiv(n, bn), launch.frames,
         num_warps=launch.num_warps, num_stages=launch.num_stages,
     )  # fmt: skip
     return dqk, partial.sum(0).to(topology.dtype), dy

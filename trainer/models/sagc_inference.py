@@ -1,0 +1,218 @@
+"""SA-GC for inference: the channel mixing inside the attention kernel, so its 3×-wide input is never written.
+
+In :class:`trainer.models.infogcn.SelfAttentionGraphConv` one GEMM first mixes the channels for all
+heads, ``y_h = x W_hᵀ`` (``[G, V·H, C']``, three times the block's width), and the fused attention
+kernel (:mod:`trainer.models.sagc_attention`) then reads it per frame. Per block and batch of 256
+in eval that tensor is ~0.3 GB written and read again (docs/performance.md, session 7). Without
+autograd nothing needs it later, so here each program computes, per frame and head, the attention
+map ``M_h = softmax(scale · q_h k_hᵀ) ⊙ A_h``, then ``u_h = M_h x`` (``[V, C]``, in registers) and
+accumulates ``z += u_h W_hᵀ`` over column tiles: the same function, ``Σ_h M_h (x W_hᵀ)``, reading
+only ``x``, ``q/k`` and the weights. The products' order differs from the two-step path (``M_h x``
+is rounded to the half dtype, not ``x W_hᵀ``), which is within half-precision rounding.
+
+Used in eval / ``torch.no_grad()`` only (no backward is registered); training keeps the two-step
+path, whose backward needs ``y`` anyway. Opt-in (``fused_mixing`` of InfoGCN) until timed on a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from trainer.models.sagc_attention import JOINT_TILE, head_tile
+from trainer.models.sagc_attention import reference as attention_reference
+from trainer.models.triton_support import relative_error, tl, triton, triton_applies
+
+
+@dataclass(frozen=True)
+class MixedLaunch:
+    """Frames per program, input-channel chunk, output-column tile, warps, stages (untuned defaults)."""
+
+    frames: int = 1
+    block_k: int = 64
+    block_n: int = 128
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+MIXED_LAUNCH = MixedLaunch()
+
+
+def mix_heads(x: Tensor, weight: Tensor) -> Tensor:
+    """``y[g, j·H + h, n] = Σ_c x[g, j, c] · W[h, n, c]``: the two-step path's mixed features.
+
+    Args:
+        x: ``[G, V, C]`` joint features of each frame.
+        weight: ``[H, C', C]`` per-head mixing weights.
+    """
+    g, v, _ = x.shape
+    heads, n, _ = weight.shape
+    return torch.einsum("gjc,hnc->gjhn", x, weight).reshape(g, v * heads, n)
+
+
+def reference(qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int, scale: float) -> Tensor:
+    """The same function in PyTorch: mix, then the attention path (:func:`sagc_attention.reference`)."""
+    return attention_reference(qk, topology, mix_heads(x, weight), heads, scale)
+
+
+def kernels_apply(qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int) -> bool:
+    """Triton path: half-precision CUDA ``qk``/``x``/``weight`` of one dtype, V ≤ 32, d ≤ 64."""
+    d = qk.shape[2] // (2 * heads)
+    return (
+        triton_applies(qk, x, weight)
+        and qk.dtype == x.dtype == weight.dtype
+        and qk.shape[1] <= JOINT_TILE
+        and d <= 64
+        and (topology.is_cuda or not qk.is_cuda)
+    )
+
+
+if triton is not None:
+    from trainer.models.sagc_attention import attention_scores
+
+    @triton.jit
+    def _sagc_mixed_forward_kernel(
+        qk_ptr, topo_ptr, x_ptr, w_ptr, z_ptr, G, V, C, N, D, scale,
+        sqg, sqv, sqc, sth, sti, stj, sxg, sxv, sxc, swh, swn, swc, szg, szv, szn,
+        H: tl.constexpr, BV: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr,
+        K_BLOCKS: tl.constexpr, FRAMES: tl.constexpr,
+    ):  # fmt: skip
+        rv = tl.arange(0, BV)
+        rd = tl.arange(0, BD)
+        rn = tl.program_id(1) * BN + tl.arange(0, BN)
+        vmask = rv < V
+        nmask = rn < N
+        tmask = vmask[:, None] & vmask[None, :]
+        for f in range(FRAMES):
+            g = (tl.program_id(0) * FRAMES + f).to(tl.int64)
+            live = g < G
+            qmask = vmask[:, None] & (rd[None, :] < D) & live
+            acc = tl.zeros((BV, BN), dtype=tl.float32)
+            for h in tl.static_range(H):
+                p, q, k = attention_scores(qk_ptr, g, rv, rd, vmask, qmask, h, scale, D, sqg, sqv, sqc, H)
+                topo = tl.load(
+                    topo_ptr + h * sth + rv[:, None] * sti + rv[None, :] * stj, mask=tmask, other=0.0
+                )
+                m = (p * topo).to(x_ptr.dtype.element_ty)
+                for kb in tl.static_range(K_BLOCKS):
+                    rk = kb * BK + tl.arange(0, BK)
+                    kmask = rk < C
+                    xk = tl.load(
+                        x_ptr + g * sxg + rv[:, None] * sxv + rk[None, :] * sxc,
+                        mask=vmask[:, None] & kmask[None, :] & live,
+                        other=0.0,
+                    )
+                    u = tl.dot(m, xk).to(x_ptr.dtype.element_ty)  # [BV, BK]: M_h x, this chunk of C
+                    wt = tl.load(
+                        w_ptr + h * swh + rk[:, None] * swc + rn[None, :] * swn,
+                        mask=kmask[:, None] & nmask[None, :],
+                        other=0.0,
+                    )
+                    acc += tl.dot(u, wt)  # (M_h x) W_hᵀ, this chunk's share
+            zmask = vmask[:, None] & nmask[None, :] & live
+            tl.store(
+                z_ptr + g * szg + rv[:, None] * szv + rn[None, :] * szn, acc.to(z_ptr.dtype.element_ty), zmask
+            )
+
+
+def sagc_mixed_attention(
+    qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int, scale: float
+) -> Tensor:
+    """``Σ_h (softmax(scale·q_h k_hᵀ) ⊙ A_h) @ (x W_hᵀ)`` per frame, ``[G, V, C']`` in ``x``'s dtype.
+
+    Args:
+        qk: ``[G, V, 2·H·d]`` query/key rows (as :func:`sagc_attention.reference` takes them).
+        topology: ``[H, V, V]`` shared topology.
+        x: ``[G, V, C]`` joint features of each frame.
+        weight: ``[H, C', C]`` per-head mixing weights.
+
+    The kernel where it applies (:func:`kernels_apply`), else :func:`reference`. Inference only: the
+    kernel path has no backward.
+    """
+    if kernels_apply(qk, topology, x, weight, heads):
+        return _sagc_mixed_attention_op(qk, topology, x, weight, heads, scale)
+    return reference(qk, topology, x, weight, heads, scale)
+
+
+@torch.library.custom_op("crossglg::sagc_mixed_attention", mutates_args=())
+def _sagc_mixed_attention_op(
+    qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int, scale: float
+) -> Tensor:
+    return mixed_forward(qk, topology, x, weight, heads, scale, MIXED_LAUNCH)
+
+
+def mixed_forward(
+    qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int, scale: float, launch: MixedLaunch
+) -> Tensor:
+    """The kernel with an explicit launch (the op and the checks call this)."""
+    g, v, width = qk.shape
+    d, c, n = width // (2 * heads), x.shape[2], weight.shape[1]
+    z = torch.empty(g, v, n, device=x.device, dtype=x.dtype)
+    if g:
+        bk = max(16, min(launch.block_k, triton.next_power_of_2(c)))
+        bn = max(16, min(launch.block_n, triton.next_power_of_2(n)))
+        grid = (triton.cdiv(g, launch.frames), triton.cdiv(n, bn))
+        _sagc_mixed_forward_kernel[grid](
+            qk, topology, x, weight, z, g, v, c, n, d, scale,
+            *qk.stride(), *topology.stride(), *x.stride(), *weight.stride(), *z.stride(),
+            heads, JOINT_TILE, head_tile(d), bk, bn, triton.cdiv(c, bk), launch.frames,
+            num_warps=launch.num_warps, num_stages=launch.num_stages,
+        )  # fmt: skip
+    return z
+
+
+@_sagc_mixed_attention_op.register_fake
+def _sagc_mixed_attention_fake(
+    qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int, scale: float
+) -> Tensor:
+    return x.new_empty(qk.shape[0], qk.shape[1], weight.shape[1])
+
+
+def check_kernels(
+    device: str = "cuda",
+    dtype: torch.dtype = torch.bfloat16,
+    frames: int = 5,
+    d: int = 8,
+    c: int = 64,
+    n: int = 64,
+    heads: int = 3,
+    seed: int = 0,
+    launch: MixedLaunch = MIXED_LAUNCH,
+) -> dict[str, float | bool]:
+    """Relative error of the kernel against the float64 reference, on strided inputs (``x`` a slice
+    of wider rows, ``weight`` a transposed view as the layer passes it); ``used_kernels``: whether
+    Triton ran."""
+    g = torch.Generator().manual_seed(seed)
+    v = 25
+    qk64 = torch.randn(frames, v, 2 * heads * d + 4, generator=g, dtype=torch.float64)[:, :, : 2 * heads * d]
+    topo64 = torch.randn(heads, v, v, generator=g, dtype=torch.float64)
+    x64 = torch.randn(frames, v, c + 8, generator=g, dtype=torch.float64)[:, :, :c]
+    w64 = (torch.randn(n, heads, c, generator=g, dtype=torch.float64) * c**-0.5).transpose(0, 1)  # [H, C', C]
+    qk, x, w = (t.to(device, dtype) for t in (qk64, x64, w64))
+    topo = topo64.to(device, torch.float32)
+    scale = d**-0.5
+    used = kernels_apply(qk, topo, x, w, heads)
+    z = (
+        mixed_forward(qk, topo, x, w, heads, scale, launch)
+        if used
+        else sagc_mixed_attention(qk, topo, x, w, heads, scale)
+    )
+    ref = reference(*(t.detach().double().cpu() for t in (qk, topo, x, w)), heads, scale)
+    return {"z": relative_error(z, ref), "used_kernels": used, "finite": bool(z.isfinite().all())}
+
+
+def _register_flop_formula() -> None:
+    """Useful FLOPs for ``torch.utils.flop_counter``: per frame and head the V×V×d logits, ``M_h x``
+    (V×V×C) and the mixing (V×C×C')."""
+    from torch.utils.flop_counter import register_flop_formula
+
+    @register_flop_formula(torch.ops.crossglg.sagc_mixed_attention)
+    def _flops(qk_shape, topology_shape, x_shape, weight_shape, heads, *_, **__) -> int:  # noqa: ANN001
+        g, v, width = qk_shape
+        c, n = x_shape[2], weight_shape[1]
+        return 2 * g * heads * v * (v * (width // (2 * heads)) + v * c + c * n)
+
+
+_register_flop_formula()
