@@ -45,7 +45,7 @@ from trainer.engine.step import (  # noqa: E402
     make_sgd,
     train_step,
 )
-from trainer.models import frame_matmul, sagc_attention  # noqa: E402
+from trainer.models import frame_matmul, sagc_attention, sagc_inference  # noqa: E402
 from trainer.models.batchnorm_kernels import use_kernel_batchnorm  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
 
@@ -617,6 +617,14 @@ def main() -> None:
             for d, n in ((8, 64), (16, 128), (32, 256))
         }
         print("sagc_attention kernels vs float64", json.dumps(result["sagc_attention_check"]), flush=True)
+        result["sagc_inference_check"] = {
+            f"{str(dt).removeprefix('torch.')} d={d} c={c} n={n}": sagc_inference.check_kernels(
+                args.device, dt, d=d, c=c, n=n
+            )
+            for dt in (torch.bfloat16, torch.float16)
+            for d, c, n in ((8, 64, 64), (8, 64, 128), (16, 128, 128), (16, 128, 256), (32, 256, 256))
+        }
+        print("sagc_inference kernel vs float64", json.dumps(result["sagc_inference_check"]), flush=True)
         save()
     if "train" in args.sections:
         for variant in args.variants:
