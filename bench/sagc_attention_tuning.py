@@ -120,30 +120,29 @@ def kernel_call(kind: str, inputs: dict[str, Any], launch: Launch) -> Callable[[
 
 
 def tune(
-    kind: str,
-    calls: dict[Shape, int],
-    inputs: dict[Shape, dict[str, Any]],
-    start: Launch,
+    make_call: Callable[[Any, Any], Callable[[], object]],
+    calls: dict[Any, int],
+    start: Any,
     space: dict[str, tuple[int, ...]],
     time_ms: Callable[[Callable[[], object]], float],
     rounds: int = 2,
-) -> tuple[Launch, dict[str, float]]:
-    """Coordinate descent over ``space`` from ``start``; the cost is Σ calls × ms over the shapes.
+    label: str = "",
+) -> tuple[Any, dict[str, float]]:
+    """Coordinate descent over ``space`` from the launch ``start`` (a frozen dataclass); the cost is
+    Σ calls × ms over the shapes, ``make_call(shape, launch)`` giving one call to time.
 
     Returns the best launch and every timed launch's cost (keyed by its repr), so the results show
     how flat or steep each parameter is.
     """
-    costs: dict[Launch, float] = {}
+    costs: dict[Any, float] = {}
 
-    def cost(launch: Launch) -> float:
+    def cost(launch: Any) -> float:
         if launch not in costs:
             try:
-                costs[launch] = sum(
-                    count * time_ms(kernel_call(kind, inputs[s], launch)) for s, count in calls.items()
-                )
+                costs[launch] = sum(count * time_ms(make_call(s, launch)) for s, count in calls.items())
             except Exception as exc:  # noqa: BLE001 - a launch that does not compile (registers, shared memory)
                 print(
-                    f"  {kind} {launch}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:80]})",
+                    f"  {label} {launch}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:80]})",
                     flush=True,
                 )
                 costs[launch] = float("inf")
@@ -235,7 +234,14 @@ def main() -> None:
             ("backward", sagc_attention.BACKWARD_LAUNCH),
         ):
             t0 = time.perf_counter()
-            best[kind], costs = tune(kind, group, inputs, start, space, time_ms)
+            best[kind], costs = tune(
+                lambda shape, launch, kind=kind: kernel_call(kind, inputs[shape], launch),
+                group,
+                start,
+                space,
+                time_ms,
+                label=kind,
+            )
             before, after = costs[repr(start)], costs[repr(best[kind])]
             rows.append(
                 {

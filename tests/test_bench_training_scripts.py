@@ -100,6 +100,32 @@ def test_sagc_attention_tuning_quick_picks_a_checked_launch_per_width(tmp_path: 
     assert "TUNED_FORWARD = {40: Launch(" in proc.stdout
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
+def test_sagc_inference_tuning_quick_times_both_paths_per_shape(tmp_path: Path) -> None:
+    out_file = tmp_path / "inference.json"
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    args = [
+        sys.executable,
+        "bench/sagc_inference_tuning.py",
+        "--device",
+        "cpu",
+        "--quick",
+        "--out",
+        str(out_file),
+    ]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out_file.read_text())
+    assert sorted((r["shape"]["C"], r["shape"]["C_out"]) for r in result["rows"]) == [(64, 40), (128, 64)]
+    for row in result["rows"]:
+        assert row["ms_two_step"] > 0 and 0 < row["ms_one_kernel_tuned"] <= row["ms_one_kernel_default"], row
+        assert len(row["timed_launches"]) > 1, row
+        assert row["check"]["used_kernels"] and row["check"]["z"] < 2e-3, row["check"]
+    totals = result["ms_per_eval_forward"]
+    assert totals["ms_two_step"] == round(sum(r["ms_two_step"] for r in result["rows"]), 3)
+    assert "| 128 → 64 | 1 |" in proc.stdout
+
+
 def test_batchnorm_bandwidth_quick_times_every_recorded_call(tmp_path: Path) -> None:
     from torch import nn
 

@@ -28,9 +28,15 @@ from trainer.models.triton_support import relative_error, tl, triton, triton_app
 
 @dataclass(frozen=True)
 class MixedLaunch:
-    """Frames per program, input-channel chunk, output-column tile, warps, stages (untuned defaults)."""
+    """How the kernel is launched (untuned defaults).
 
-    frames: int = 1
+    ``pack`` frames share one program as one ``[pack·32, ·]`` tile: the attention maps become one
+    block-diagonal ``[pack·32, pack·32]`` matrix, and each weight tile loaded serves ``pack`` frames
+    (larger tensor-core tiles, fewer weight reads; ``pack``× the FLOPs in the map product). Then
+    ``block_k`` input channels per chunk, ``block_n`` output columns per program, warps, stages.
+    """
+
+    pack: int = 1
     block_k: int = 64
     block_n: int = 128
     num_warps: int = 4
@@ -70,51 +76,57 @@ def kernels_apply(qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads
 
 
 if triton is not None:
-    from trainer.models.sagc_attention import attention_scores
 
     @triton.jit
     def _sagc_mixed_forward_kernel(
         qk_ptr, topo_ptr, x_ptr, w_ptr, z_ptr, G, V, C, N, D, scale,
         sqg, sqv, sqc, sth, sti, stj, sxg, sxv, sxc, swh, swn, swc, szg, szv, szn,
-        H: tl.constexpr, BV: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr,
-        K_BLOCKS: tl.constexpr, FRAMES: tl.constexpr,
+        H: tl.constexpr, BV: tl.constexpr, PACK: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr,
+        BN: tl.constexpr, K_BLOCKS: tl.constexpr,
     ):  # fmt: skip
-        rv = tl.arange(0, BV)
+        r = tl.arange(0, BV * PACK)  # tile row: frame r // BV of this program, joint r % BV
+        j = r % BV
+        g = tl.program_id(0).to(tl.int64) * PACK + r // BV
+        row = (j < V) & (g < G)
+        same = (r[:, None] // BV) == (r[None, :] // BV)  # the block diagonal: pairs within one frame
+        pair = same & (j[:, None] < V) & (j[None, :] < V)
         rd = tl.arange(0, BD)
         rn = tl.program_id(1) * BN + tl.arange(0, BN)
-        vmask = rv < V
         nmask = rn < N
-        tmask = vmask[:, None] & vmask[None, :]
-        for f in range(FRAMES):
-            g = (tl.program_id(0) * FRAMES + f).to(tl.int64)
-            live = g < G
-            qmask = vmask[:, None] & (rd[None, :] < D) & live
-            acc = tl.zeros((BV, BN), dtype=tl.float32)
-            for h in tl.static_range(H):
-                p, q, k = attention_scores(qk_ptr, g, rv, rd, vmask, qmask, h, scale, D, sqg, sqv, sqc, H)
-                topo = tl.load(
-                    topo_ptr + h * sth + rv[:, None] * sti + rv[None, :] * stj, mask=tmask, other=0.0
+        qmask = row[:, None] & (rd[None, :] < D)
+        qk_rows = qk_ptr + g[:, None] * sqg + j[:, None] * sqv
+        acc = tl.zeros((BV * PACK, BN), dtype=tl.float32)
+        for h in tl.static_range(H):
+            q = tl.load(qk_rows + (h * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
+            k = tl.load(qk_rows + ((H + h) * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
+            s = tl.dot(q, tl.trans(k)) * scale
+            # A finite floor, not -inf: the rows of a frame past the end have no key at all.
+            s = tl.where(pair & row[None, :], s, -1.0e30)
+            p = tl.exp(s - tl.max(s, axis=1)[:, None])
+            p = p / tl.sum(p, axis=1)[:, None]
+            topo = tl.load(topo_ptr + h * sth + j[:, None] * sti + j[None, :] * stj, mask=pair, other=0.0)
+            m = (p * topo).to(x_ptr.dtype.element_ty)  # zero off the block diagonal
+            for kb in tl.static_range(K_BLOCKS):
+                rk = kb * BK + tl.arange(0, BK)
+                kmask = rk < C
+                xk = tl.load(
+                    x_ptr + g[:, None] * sxg + j[:, None] * sxv + rk[None, :] * sxc,
+                    mask=row[:, None] & kmask[None, :],
+                    other=0.0,
                 )
-                m = (p * topo).to(x_ptr.dtype.element_ty)
-                for kb in tl.static_range(K_BLOCKS):
-                    rk = kb * BK + tl.arange(0, BK)
-                    kmask = rk < C
-                    xk = tl.load(
-                        x_ptr + g * sxg + rv[:, None] * sxv + rk[None, :] * sxc,
-                        mask=vmask[:, None] & kmask[None, :] & live,
-                        other=0.0,
-                    )
-                    u = tl.dot(m, xk).to(x_ptr.dtype.element_ty)  # [BV, BK]: M_h x, this chunk of C
-                    wt = tl.load(
-                        w_ptr + h * swh + rk[:, None] * swc + rn[None, :] * swn,
-                        mask=kmask[:, None] & nmask[None, :],
-                        other=0.0,
-                    )
-                    acc += tl.dot(u, wt)  # (M_h x) W_hᵀ, this chunk's share
-            zmask = vmask[:, None] & nmask[None, :] & live
-            tl.store(
-                z_ptr + g * szg + rv[:, None] * szv + rn[None, :] * szn, acc.to(z_ptr.dtype.element_ty), zmask
-            )
+                u = tl.dot(m, xk).to(x_ptr.dtype.element_ty)  # M_h x for this chunk of C
+                wt = tl.load(
+                    w_ptr + h * swh + rk[:, None] * swc + rn[None, :] * swn,
+                    mask=kmask[:, None] & nmask[None, :],
+                    other=0.0,
+                )
+                acc += tl.dot(u, wt)  # (M_h x) W_hᵀ: this chunk's share
+        zmask = row[:, None] & nmask[None, :]
+        tl.store(
+            z_ptr + g[:, None] * szg + j[:, None] * szv + rn[None, :] * szn,
+            acc.to(z_ptr.dtype.element_ty),
+            zmask,
+        )
 
 
 def sagc_mixed_attention(
@@ -153,11 +165,11 @@ def mixed_forward(
     if g:
         bk = max(16, min(launch.block_k, triton.next_power_of_2(c)))
         bn = max(16, min(launch.block_n, triton.next_power_of_2(n)))
-        grid = (triton.cdiv(g, launch.frames), triton.cdiv(n, bn))
+        grid = (triton.cdiv(g, launch.pack), triton.cdiv(n, bn))
         _sagc_mixed_forward_kernel[grid](
             qk, topology, x, weight, z, g, v, c, n, d, scale,
             *qk.stride(), *topology.stride(), *x.stride(), *weight.stride(), *z.stride(),
-            heads, JOINT_TILE, head_tile(d), bk, bn, triton.cdiv(c, bk), launch.frames,
+            heads, JOINT_TILE, launch.pack, head_tile(d), bk, bn, triton.cdiv(c, bk),
             num_warps=launch.num_warps, num_stages=launch.num_stages,
         )  # fmt: skip
     return z

@@ -1,0 +1,199 @@
+"""SA-GC in eval: the channel mixing inside the attention kernel against the two-step path, per block shape.
+
+The two-step path (the default) writes the 3×-wide mixed features ``y = x W_hᵀ`` with one GEMM and
+reads them back in the fused attention kernel; :mod:`trainer.models.sagc_inference` computes
+``(M_h x) W_hᵀ`` inside one kernel instead. This bench records the SA-GC calls of one feature
+extraction of the benchmarked model (batch ``--batch``, NTU-120 shapes), times per call shape
+
+- the two-step path: the GEMM plus the attention forward at its tuned launch, and
+- the one-kernel path at its default launch, then at the launch found by coordinate descent over
+  frames packed per program, channel chunk, column tile, warps and stages,
+
+checks the chosen launches against float64 on the device, and prints the summed times per eval
+forward: the prediction for ``model.options={fused_mixing: true}`` before a whole-model run::
+
+    python bench/sagc_inference_tuning.py --device cuda           # ~3-5 min on an H100/H200
+    TRITON_INTERPRET=1 python bench/sagc_inference_tuning.py --device cpu --quick   # checks the script
+
+Writes ``bench/results/sagc_inference_tuning.json`` (``--out`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sagc_attention_tuning import timer, tune  # noqa: E402
+
+from dataspec import load_spec  # noqa: E402
+from trainer.models import infogcn, sagc_attention, sagc_inference  # noqa: E402
+from trainer.models.crossglg import CrossGLG  # noqa: E402
+from trainer.models.sagc_inference import MIXED_LAUNCH, MixedLaunch  # noqa: E402
+
+Shape = tuple[int, int, int, int, int, int]  # frames G, joints V, qk width, channels C, columns C', heads
+SPACE = {
+    "pack": (1, 2, 4),
+    "block_n": (32, 64, 128, 256),
+    "block_k": (32, 64, 128),
+    "num_warps": (2, 4, 8),
+    "num_stages": (1, 2, 3),
+}
+QUICK_SPACE = {"pack": (1, 2), "block_n": (32, 64), "block_k": (32,), "num_warps": (4,), "num_stages": (1,)}
+
+
+def eval_calls(batch: int, frames: int, device: torch.device) -> Counter[Shape]:
+    """The SA-GC calls of one feature extraction of the benchmarked model (fused mixing on)."""
+    seen: Counter[Shape] = Counter()
+    original = infogcn.sagc_mixed_attention
+
+    def record(
+        qk: torch.Tensor,
+        topology: torch.Tensor,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        heads: int,
+        scale: float,
+    ) -> torch.Tensor:
+        seen[(qk.shape[0], qk.shape[1], qk.shape[2], x.shape[2], weight.shape[1], heads)] += 1
+        return original(qk, topology, x, weight, heads, scale)
+
+    spec = load_spec("ntu120")
+    model = CrossGLG("infogcn", 100, spec, g2l=True, l2g=True, fused_mixing=True).to(device).eval()
+    x = torch.randn(batch, 3, frames, spec.num_joints, 2, device=device)
+    infogcn.sagc_mixed_attention = record
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            model.extract_features(x)
+    finally:
+        infogcn.sagc_mixed_attention = original
+    return seen
+
+
+def make_inputs(shape: Shape, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Random operands of one call, laid out as the layer passes them (rows of x, a transposed weight)."""
+    g, v, width, c, n, heads = shape
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    weight = (torch.randn(n, heads, c, generator=gen) * c**-0.5).to(device, dtype)  # mix.weight's layout
+    return {
+        "qk": torch.randn(g, v, width, generator=gen).to(device, dtype),
+        "topology": torch.randn(heads, v, v, generator=gen).to(device),
+        "x": torch.randn(g, v, c, generator=gen).to(device, dtype),
+        "weight": weight.transpose(0, 1),  # [H, C', C]
+        "heads": heads,
+        "scale": (width // (2 * heads)) ** -0.5,
+    }
+
+
+def two_step(i: dict[str, Any]) -> Any:
+    """The default path of one call: the mixing GEMM, then the attention kernel at its tuned launch."""
+    heads, n, c = i["weight"].shape
+    flat = i["weight"].reshape(heads * n, c)
+
+    def call() -> torch.Tensor:
+        y = F.linear(i["x"], flat).reshape(i["x"].shape[0], -1, n)
+        launch = sagc_attention.forward_launch(n)
+        return sagc_attention.attention_forward(i["qk"], i["topology"], y, heads, i["scale"], launch)
+
+    return call
+
+
+def one_kernel(i: dict[str, Any], launch: MixedLaunch) -> Any:
+    """One call of the inference kernel at ``launch``."""
+    return lambda: sagc_inference.mixed_forward(
+        i["qk"], i["topology"], i["x"], i["weight"], i["heads"], i["scale"], launch
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batch", type=int, default=256, help="eval batch (2 persons each)")
+    parser.add_argument("--frames", type=int, default=64, help="clip length (trainer's window)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny synthetic shapes, two values per parameter"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "sagc_inference_tuning.json"
+    )
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.quick:
+        calls: Counter[Shape] = Counter({(7, 25, 48, 64, 40, 3): 2, (5, 25, 96, 128, 64, 3): 1})
+        space = QUICK_SPACE
+    else:
+        calls = eval_calls(args.batch, args.frames, device)
+        space = SPACE
+    time_ms = timer(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float16
+    rows = []
+    for shape, count in sorted(calls.items()):
+        inputs = make_inputs(shape, device, dtype)
+        group = {shape: count}
+        best, costs = tune(
+            lambda _, launch, i=inputs: one_kernel(i, launch),
+            group,
+            MIXED_LAUNCH,
+            space,
+            time_ms,
+            label=str(shape),
+        )
+        g, v, width, c, n, heads = shape
+        check = sagc_inference.check_kernels(
+            device.type, dtype, frames=37, d=width // (2 * heads), c=c, n=n, heads=heads, launch=best
+        )
+        row = {
+            "shape": dict(zip(("G", "V", "qk", "C", "C_out", "heads"), shape, strict=True)),
+            "calls": count,
+            "ms_two_step": round(count * time_ms(two_step(inputs)), 4),
+            "ms_one_kernel_default": costs[repr(MIXED_LAUNCH)],
+            "ms_one_kernel_tuned": costs[repr(best)],
+            "tuned": dataclasses.asdict(best),
+            "check": check,
+            "timed_launches": costs,
+        }
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "timed_launches"}), flush=True)
+
+    keys = ("ms_two_step", "ms_one_kernel_default", "ms_one_kernel_tuned")
+    totals = {key: round(sum(r[key] for r in rows), 3) for key in keys}
+    result = {
+        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else device.type,
+        "torch": torch.__version__,
+        "batch": args.batch,
+        "frames": args.frames,
+        "quick": args.quick,
+        "rows": rows,
+        "ms_per_eval_forward": totals,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print("\n| C → C' | calls | two-step ms | one kernel ms (default) | tuned | tuned launch | check rel |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        t, sh = r["tuned"], r["shape"]
+        launch = ", ".join(f"{k} {t[k]}" for k in ("pack", "block_k", "block_n", "num_warps", "num_stages"))
+        times = " | ".join(f"{r[k]:.3f}" for k in keys)
+        print(f"| {sh['C']} → {sh['C_out']} | {r['calls']} | {times} | {launch} | {r['check']['z']:.1e} |")
+    print(
+        f"\nper eval forward (batch {args.batch}): two-step {totals['ms_two_step']} ms, one kernel "
+        f"{totals['ms_one_kernel_default']} ms at the default launch, "
+        f"{totals['ms_one_kernel_tuned']} ms tuned"
+        if rows
+        else "no SA-GC calls recorded"
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
