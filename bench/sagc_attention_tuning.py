@@ -192,18 +192,21 @@ def save(args: argparse.Namespace, calls: Counter[Shape], rows: list[dict[str, A
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def sweep_arguments(doc: str, batch: int, batch_help: str, result_name: str) -> argparse.Namespace:
+    """The command line the launch sweeps share: device, batch, clip length, ``--quick``, ``--out``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--batch", type=int, default=128, help="training batch (2 persons each)")
+    parser.add_argument("--batch", type=int, default=batch, help=batch_help)
     parser.add_argument("--frames", type=int, default=64, help="clip length (trainer's window)")
     parser.add_argument(
         "--quick", action="store_true", help="tiny synthetic shapes, two values per parameter"
     )
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results" / "sagc_attention_tuning.json"
-    )
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / result_name)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = sweep_arguments(__doc__, 128, "training batch (2 persons each)", "sagc_attention_tuning.json")
     device = torch.device(args.device)
     if args.quick:
         calls: Counter[Shape] = Counter({(7, 25, 48, 40, 3): 2, (5, 25, 96, 64, 3): 1})

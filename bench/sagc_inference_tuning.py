@@ -20,7 +20,6 @@ Writes ``bench/results/sagc_inference_tuning.json`` (``--out`` elsewhere).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sagc_attention_tuning import timer, tune  # noqa: E402
+from sagc_attention_tuning import sweep_arguments, timer, tune  # noqa: E402
 
 from dataspec import load_spec  # noqa: E402
 from trainer.models import infogcn, sagc_attention, sagc_inference  # noqa: E402
@@ -116,17 +115,7 @@ def one_kernel(i: dict[str, Any], launch: MixedLaunch) -> Any:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--batch", type=int, default=256, help="eval batch (2 persons each)")
-    parser.add_argument("--frames", type=int, default=64, help="clip length (trainer's window)")
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny synthetic shapes, two values per parameter"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results" / "sagc_inference_tuning.json"
-    )
-    args = parser.parse_args()
+    args = sweep_arguments(__doc__, 256, "eval batch (2 persons each)", "sagc_inference_tuning.json")
     device = torch.device(args.device)
     if args.quick:
         calls: Counter[Shape] = Counter({(7, 25, 48, 64, 40, 3): 2, (5, 25, 96, 128, 64, 3): 1})
