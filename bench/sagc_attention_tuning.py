@@ -167,15 +167,22 @@ def check(best: dict[str, Launch], n: int, d: int, device: torch.device) -> dict
     )
 
 
-def save(args: argparse.Namespace, calls: Counter[Shape], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Write the results so far to ``args.out``; returns them."""
+def run_header(args: argparse.Namespace) -> dict[str, Any]:
+    """What a sweep's result starts with: the device, torch, and the shapes it was run at."""
     device = torch.device(args.device)
-    result = {
+    return {
         "gpu": torch.cuda.get_device_name() if device.type == "cuda" else device.type,
         "torch": torch.__version__,
         "batch": args.batch,
         "frames": args.frames,
         "quick": args.quick,
+    }
+
+
+def save(args: argparse.Namespace, calls: Counter[Shape], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write the results so far to ``args.out``; returns them."""
+    result = {
+        **run_header(args),
         "calls": [{"shape": list(s), "count": c} for s, c in sorted(calls.items())],
         "rows": rows,
         "forward_ms_per_forward": {

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sagc_attention_tuning import sweep_arguments, timer, tune  # noqa: E402
+from sagc_attention_tuning import run_header, sweep_arguments, timer, tune  # noqa: E402
 
 from dataspec import load_spec  # noqa: E402
 from trainer.models import infogcn, sagc_attention, sagc_inference  # noqa: E402
@@ -157,11 +157,7 @@ def main() -> None:
     keys = ("ms_two_step", "ms_one_kernel_default", "ms_one_kernel_tuned")
     totals = {key: round(sum(r[key] for r in rows), 3) for key in keys}
     result = {
-        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else device.type,
-        "torch": torch.__version__,
-        "batch": args.batch,
-        "frames": args.frames,
-        "quick": args.quick,
+        **run_header(args),
         "rows": rows,
         "ms_per_eval_forward": totals,
     }
