@@ -24,10 +24,14 @@ Prints a table per shape and the totals per training step::
 
 Writes ``bench/results/batchnorm_bandwidth.json`` (``--out`` elsewhere).
 
-Caveat (H200, 2026-12-04): the calls are timed one by one with Python autograd between them, so the
-times are host-bound, not bandwidth-bound — all norms compiled summed to 41.7 ms per step, while the
-CUDA-graphed step's profile puts the whole norm family at 12.3 ms. Read its ×floor columns as upper
-bounds; ``bench/train_throughput.py --sections compare`` (the real step) decides.
+On CUDA each call's forward + backward is timed as GPU time, captured in a CUDA graph and replayed
+(since session 7; not yet run on a GPU). Session 6's run (``batchnorm_bandwidth_2026-12-04_s6.json``)
+timed the calls one by one with Python autograd between them, so its times were host-bound — all
+norms compiled summed to 41.7 ms per step, while the CUDA-graphed step's profile put the whole norm
+family at 12.3 ms; its ×floor columns are upper bounds only. Each shape alone still differs from the
+step (no neighbouring elementwise work fused in, data reused in L2 across the replayed calls):
+``bench/train_throughput.py --sections compare`` (the real step) decides, and ``--sections bandwidth``
+measures the Inductor kernels inside it.
 """
 
 from __future__ import annotations
@@ -87,10 +91,19 @@ def storage_size(shape: tuple[int, ...], stride: tuple[int, ...]) -> int:
 
 
 def time_call(fn: Callable[[], object], device: torch.device, reps: int) -> float:
-    """Mean seconds of ``fn`` after three warm-up calls."""
+    """Mean seconds of ``fn`` after three warm-up calls (which compile it where it is compiled).
+
+    On CUDA the GPU time alone: ``reps`` calls captured in one CUDA graph and replayed between
+    events, so the host's Python, autograd and launch costs are not in it (session 6 timed the calls
+    one by one and measured the host). Where ``fn`` cannot be captured, and off CUDA, wall-clock.
+    """
     for _ in range(3):
         fn()
     if device.type == "cuda":
+        try:
+            return graph_replay_seconds(fn, reps)
+        except RuntimeError as exc:
+            print(f"  CUDA graph capture failed ({str(exc).splitlines()[0][:80]}): wall-clock", flush=True)
         torch.cuda.synchronize()
     t = time.perf_counter()
     for _ in range(reps):
@@ -98,6 +111,29 @@ def time_call(fn: Callable[[], object], device: torch.device, reps: int) -> floa
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - t) / reps
+
+
+def graph_replay_seconds(fn: Callable[[], object], reps: int, replays: int = 3) -> float:
+    """Seconds per call of ``fn``: ``reps`` calls captured in one CUDA graph (after a warm-up on a
+    side stream, as capture requires), replayed ``replays`` times between CUDA events."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3 / (replays * reps)
 
 
 def bench_call(call: Call, device: torch.device, dtype: torch.dtype, mode: str, reps: int) -> float | None:
