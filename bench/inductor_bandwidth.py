@@ -144,7 +144,9 @@ def kernel_bytes(modules: Iterable[Any], skip: frozenset[int] = frozenset()) -> 
     the suffix of a kernel's name counts within its graph, so two graphs (a step's forward and
     backward) can hold different kernels of the same name, which a profile cannot tell apart.
     """
-    found: dict[str, list[float]] = {}
+    found: dict[
+        str, dict[int, float]
+    ] = {}  # name -> kernel object id -> GB (a kernel bound twice counts once)
     for module in modules:
         if id(module) in skip:
             continue
@@ -155,8 +157,8 @@ def kernel_bytes(modules: Iterable[Any], skip: frozenset[int] = frozenset()) -> 
                 and isinstance(meta, dict)
                 and meta.get("kernel_num_gb") is not None
             ):
-                found.setdefault(name, []).append(float(meta["kernel_num_gb"]))
-    return found
+                found.setdefault(name, {})[id(obj)] = float(meta["kernel_num_gb"])
+    return {name: list(by_object.values()) for name, by_object in found.items()}
 
 
 def in_graph_rows(

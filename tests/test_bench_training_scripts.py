@@ -222,7 +222,9 @@ def test_profiled_kernels_join_inductors_byte_counts_per_launch() -> None:
         wrapper(triton_red_bn_1=0.2),
         wrapper(triton_poi_x_0=9.0),
     )
-    gb = kernel_bytes([old, forward, backward], skip=frozenset({id(old)}))
+    kernel_module = ModuleType("kernel")  # a kernel's own module binds the same object again
+    kernel_module.triton_poi_add_2 = forward.triton_poi_add_2
+    gb = kernel_bytes([old, forward, backward, kernel_module], skip=frozenset({id(old)}))
     assert gb == {"triton_red_bn_1": [0.4, 0.2], "triton_poi_add_2": [0.1]}  # same name in two graphs
     # the profiler: bn launched twice per step (0.3 ms in all), add once, a GEMM without a byte count
     times = {"triton_red_bn_1": (0.3, 2), "triton_poi_add_2": (0.05, 1), "nvjet_sm90_gemm": (1.0, 4)}
