@@ -90,8 +90,14 @@ forward = sagc_inference.mixed_forward
 sagc_inference.mixed_forward = lambda *a: calls.append(1) or forward(*a)
 with torch.no_grad():
     a, b = plain(x).double(), mixed(x).double()
-print(json.dumps({"rel": float((a - b).norm() / a.norm()), "kernel_calls": len(calls)}))
+# asked for a gradient, the op takes PyTorch's path (the kernel has no backward)
+qk = torch.randn(4, 25, 48).half().requires_grad_()
+rows, w = torch.randn(4, 25, 32).half(), torch.randn(3, 64, 32).half()
+sagc_inference.sagc_mixed_attention(qk, mixed.shared_topology, rows, w, 3, 0.35).float().sum().backward()
+print(json.dumps({"rel": float((a - b).norm() / a.norm()), "kernel_calls": len(calls),
+                  "grad": bool(qk.grad is not None and qk.grad.abs().sum() > 0)}))
 """
     result = run_in_interpreter(code)
-    assert result["kernel_calls"] == 1, result
+    assert result["kernel_calls"] == 1, result  # the no_grad forward only
     assert result["rel"] < 3e-3, result
+    assert result["grad"] is True, result

@@ -4,11 +4,12 @@ In :class:`trainer.models.infogcn.SelfAttentionGraphConv` one GEMM first mixes t
 heads, ``y_h = x W_hᵀ`` (``[G, V·H, C']``, three times the block's width), and the fused attention
 kernel (:mod:`trainer.models.sagc_attention`) then reads it per frame. Per block and batch of 256
 in eval that tensor is ~0.3 GB written and read again (docs/performance.md, session 7). Without
-autograd nothing needs it later, so here each program computes, per frame and head, the attention
-map ``M_h = softmax(scale · q_h k_hᵀ) ⊙ A_h``, then ``u_h = M_h x`` (``[V, C]``, in registers) and
-accumulates ``z += u_h W_hᵀ`` over column tiles: the same function, ``Σ_h M_h (x W_hᵀ)``, reading
-only ``x``, ``q/k`` and the weights. The products' order differs from the two-step path (``M_h x``
-is rounded to the half dtype, not ``x W_hᵀ``), which is within half-precision rounding.
+autograd nothing needs it later, so here each program takes its frames (``pack`` of them as one
+block-diagonal tile) and, per head, computes the attention map ``M_h = softmax(scale · q_h k_hᵀ) ⊙
+A_h``, then ``u_h = M_h x`` (``[V, C]`` per frame, in registers), and accumulates ``z += u_h W_hᵀ``
+over column tiles: the same function, ``Σ_h M_h (x W_hᵀ)``, reading only ``x``, ``q/k`` and the
+weights. The products' order differs from the two-step path (``M_h x`` is rounded to the half
+dtype, not ``x W_hᵀ``), which is within half-precision rounding.
 
 Used in eval / ``torch.no_grad()`` only (no backward is registered); training keeps the two-step
 path, whose backward needs ``y`` anyway. Opt-in (``fused_mixing`` of InfoGCN) until timed on a GPU.
@@ -140,10 +141,11 @@ def sagc_mixed_attention(
         x: ``[G, V, C]`` joint features of each frame.
         weight: ``[H, C', C]`` per-head mixing weights.
 
-    The kernel where it applies (:func:`kernels_apply`), else :func:`reference`. Inference only: the
-    kernel path has no backward.
+    The kernel where it applies (:func:`kernels_apply`) and no gradient is asked for (the kernel has
+    no backward), else :func:`reference` (PyTorch's autograd).
     """
-    if kernels_apply(qk, topology, x, weight, heads):
+    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (qk, topology, x, weight))
+    if kernels_apply(qk, topology, x, weight, heads) and not wants_grad:
         return _sagc_mixed_attention_op(qk, topology, x, weight, heads, scale)
     return reference(qk, topology, x, weight, heads, scale)
 
