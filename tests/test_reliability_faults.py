@@ -7,6 +7,7 @@ The fast tests force one fault of each kind on one class; the slow one runs the 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -158,11 +159,17 @@ def test_cli_generate_ntu120_at_30_percent_faults_completes_everything(tmp_path:
     assert logs.returncode == 0, logs.stderr
     failed = json.loads(logs.stdout)
     # Every injected fault is one failed attempt in the logs. On a loaded machine a valid answer
-    # can still miss the client timeout: such an attempt is a real failure, logged as a timeout.
+    # can still fail in transport — miss the client timeout, or lose its connection: such an
+    # attempt is a real failure, logged as a timeout or a connection error (CI, 2026-12-04: one
+    # extra failure that was not a timeout). Every extra failure must be one of those two.
     assert len(failed) >= injector.faults
     extra = len(failed) - injector.faults
     timeouts = sum("timed out" in row["error"] for row in failed)
-    assert timeouts >= injector.injected["hang"] + extra, (extra, timeouts)
+    dropped = sum(row["error"].startswith("APIConnectionError") for row in failed)
+    kinds = Counter(row["error"][:40] for row in failed)  # what the logs say, for a failure's message
+    assert timeouts >= injector.injected["hang"], (timeouts, injector.stats(), kinds)
+    transport = injector.injected["hang"] + injector.injected["reset"]  # a reset may read as a timeout
+    assert timeouts + dropped >= transport + extra, (extra, timeouts, dropped, injector.stats(), kinds)
     assert all(row["error"] for row in failed)
     assert key not in logs.stdout
 
