@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from trainer.models.sagc_attention import JOINT_TILE, head_tile
+from trainer.models.sagc_attention import kernels_apply as attention_kernels_apply
 from trainer.models.sagc_attention import reference as attention_reference
 from trainer.models.triton_support import relative_error, tl, triton, triton_applies
 
@@ -65,14 +66,12 @@ def reference(qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: in
 
 
 def kernels_apply(qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int) -> bool:
-    """Triton path: half-precision CUDA ``qk``/``x``/``weight`` of one dtype, V ≤ 32, d ≤ 64."""
-    d = qk.shape[2] // (2 * heads)
+    """Where the attention kernel applies (:func:`sagc_attention.kernels_apply`, with ``x`` as its
+    features), with ``weight`` a half-precision device tensor too and all three of one dtype."""
     return (
-        triton_applies(qk, x, weight)
+        attention_kernels_apply(qk, topology, x, heads)
+        and triton_applies(weight)
         and qk.dtype == x.dtype == weight.dtype
-        and qk.shape[1] <= JOINT_TILE
-        and d <= 64
-        and (topology.is_cuda or not qk.is_cuda)
     )
 
 
