@@ -508,8 +508,9 @@ def main() -> None:
         help="other settings of crossglg at --compare-batch: MODE[+FLAG...]; flags fused / unfused "
         "(SA-GC's attention as one kernel or with the maps in memory), bmm (unfused with torch.bmm for "
         "the products), cdt (Inductor coordinate-descent tuning), combo (Inductor combo kernels), "
-        "mapw (Inductor max_autotune_pointwise), nomix / coop / tile / aggr / nosplit (Inductor reduction "
-        "and fusion options, see INDUCTOR_FLAGS), kbn / dense (model candidates, see MODEL_CANDIDATES)",
+        "mapw (Inductor max_autotune_pointwise), magemm (GEMMs autotuned with Triton templates), nomix / "
+        "coop / tile / aggr / nosplit (Inductor reduction and fusion options, see INDUCTOR_FLAGS), kbn / "
+        "dense (model candidates, see MODEL_CANDIDATES)",
     )
     parser.add_argument("--compare-batch", type=int, default=128, help="batch of the compare section")
     parser.add_argument(
@@ -764,6 +765,10 @@ INDUCTOR_FLAGS = {
     "tile": {"triton.tile_reductions": True, "triton.prefer_nd_tiling": True},  # 2-D reduction tiles
     "aggr": {"aggressive_fusion": True},  # fuse nodes even when they share no memory access
     "nosplit": {"split_reductions": False},  # no two-stage split of large reductions
+    # GEMMs (and convolutions) autotuned against Inductor's Triton templates, which can take the
+    # neighbouring pointwise work as epilogue / prologue (e.g. a BatchNorm's normalise + ReLU read
+    # straight into the next GEMM instead of written and re-read)
+    "magemm": {"max_autotune_gemm": True, "max_autotune_gemm_backends": "ATEN,TRITON"},
 }
 
 
