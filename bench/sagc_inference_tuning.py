@@ -63,9 +63,10 @@ def eval_calls(batch: int, frames: int, device: torch.device) -> Counter[Shape]:
         weight: torch.Tensor,
         heads: int,
         scale: float,
+        epilogue: Any = None,
     ) -> torch.Tensor:
         seen[(qk.shape[0], qk.shape[1], qk.shape[2], x.shape[2], weight.shape[1], heads)] += 1
-        return original(qk, topology, x, weight, heads, scale)
+        return original(qk, topology, x, weight, heads, scale, epilogue)
 
     spec = load_spec("ntu120")
     model = CrossGLG("infogcn", 100, spec, g2l=True, l2g=True, fused_mixing=True).to(device).eval()

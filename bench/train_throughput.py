@@ -45,7 +45,7 @@ from trainer.engine.step import (  # noqa: E402
     make_sgd,
     train_step,
 )
-from trainer.models import frame_matmul, sagc_attention, sagc_inference  # noqa: E402
+from trainer.models import frame_matmul, sagc_attention, sagc_epilogue, sagc_inference  # noqa: E402
 from trainer.models.batchnorm_kernels import use_kernel_batchnorm  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
 
@@ -120,6 +120,8 @@ def build(
     options = {} if fused is None else {"fused_attention": fused}
     if "mixfuse" in CANDIDATES["on"]:
         options["fused_mixing"] = True
+    if "epi" in CANDIDATES["on"]:
+        options["fused_epilogue"] = True
     if "dense" in CANDIDATES["on"] or "strided" in CANDIDATES["on"]:
         options["dense_branches"] = "strided" not in CANDIDATES["on"]
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
@@ -626,6 +628,15 @@ def main() -> None:
             for d, c, n in ((8, 64, 64), (8, 64, 128), (16, 128, 128), (16, 128, 256), (32, 256, 256))
         }
         print("sagc_inference kernel vs float64", json.dumps(result["sagc_inference_check"]), flush=True)
+        result["sagc_epilogue_check"] = {
+            f"{str(dt).removeprefix('torch.')} {'mixing' if mixing else 'attention'} c={c} n={n}": (
+                sagc_epilogue.check_kernels(args.device, dt, mixing, c=c, n=n)
+            )
+            for dt in (torch.bfloat16, torch.float16)
+            for mixing in (False, True)
+            for c, n in ((64, 64), (128, 256), (256, 256))
+        }
+        print("sagc epilogue kernels vs float64", json.dumps(result["sagc_epilogue_check"]), flush=True)
         save()
     if "train" in args.sections:
         for variant in args.variants:
@@ -752,6 +763,8 @@ MODEL_CANDIDATES = {
     "the default since 2026-12-04)",
     "strided": "the TCN's dilated convolutions read strided channel slices (dense_branches off)",
     "mixfuse": "eval: SA-GC's channel mixing inside its attention kernel (InfoGCN fused_mixing)",
+    "epi": "eval: SA-GC's BatchNorm, shortcut, ReLU and joint weight inside its attention kernel "
+    "(InfoGCN fused_epilogue)",
 }
 CANDIDATES: dict[str, set[str]] = {"on": set(), "default": set()}
 

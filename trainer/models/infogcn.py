@@ -39,6 +39,7 @@ from trainer.models.frame_matmul import frame_matmul
 from trainer.models.graph import SkeletonGraph
 from trainer.models.registry import register_encoder
 from trainer.models.sagc_attention import sagc_attention
+from trainer.models.sagc_epilogue import Epilogue, batchnorm_affine, uses_running_statistics
 from trainer.models.sagc_inference import sagc_mixed_attention
 
 
@@ -87,12 +88,15 @@ class SelfAttentionGraphConv(nn.Module):
         heads: int = 3,
         fused: bool = True,
         fused_mixing: bool = False,
+        fused_epilogue: bool = False,
     ):
         super().__init__()
         self.heads = heads
         self.fused = fused  # one kernel for the attention path (trainer/models/sagc_attention.py)
         # without autograd, the channel mixing inside that kernel too (trainer/models/sagc_inference.py)
         self.fused_mixing = fused_mixing
+        # in eval, BN + shortcut + ReLU + joint weight inside that kernel (trainer/models/sagc_epilogue.py)
+        self.fused_epilogue = fused_epilogue
         self.qk_dim = max(in_channels // 8, 1)
         self.scale = self.qk_dim**-0.5
         self.attn_norm = nn.LayerNorm(in_channels)
@@ -127,7 +131,9 @@ class SelfAttentionGraphConv(nn.Module):
         logits = frame_matmul(q.reshape(b * t * h, v, d), k.reshape(b * t * h, v, d).transpose(1, 2))
         return torch.softmax(logits.view(b, t, h, v, v) * self.scale, dim=-1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, joint_weight: Tensor | None = None) -> Tensor:
+        """``[B, C, T, V]`` → ``[B, C', T, V]`` (channels-last); ``joint_weight`` ``[B, 1, 1, V]``
+        multiplies the output (CrossGLG's re-weighting after the spatial step)."""
         b, c, t, v = x.shape
         h, out = self.heads, self.bn.num_features
         # Σ_h W_h (A_h x) = Σ_h A_h (x W_hᵀ): the channel mixing acts on C and the topology on V, so
@@ -138,25 +144,47 @@ class SelfAttentionGraphConv(nn.Module):
         rows = x.permute(0, 2, 3, 1)  # [B, T, V, C]: a free view of the channels-last features
         weight = self.mix.weight.view(out, h, c).transpose(0, 1)  # [H, C', C]
         qk = self.to_qk(self.attn_norm(rows)).reshape(b * t, v, -1) if self.fused else None
+        shortcut = (
+            x if isinstance(self.down, nn.Identity) else bn_act(self.down[1], pointwise(self.down[0], x))
+        )
+        # Eval: the BatchNorm, shortcut, ReLU and joint weight inside the attention kernel (z is never
+        # written; trainer/models/sagc_epilogue.py).
+        epilogue = (
+            self._eval_epilogue(shortcut, joint_weight, qk.dtype)
+            if qk is not None and self.fused_epilogue and not torch.is_grad_enabled()
+            else None
+        )
         if qk is not None and self.fused_mixing and not torch.is_grad_enabled():
             # Inference: the mixing happens inside the kernel, y is never written. qk's dtype is
             # the compute dtype (autocast's, as F.linear would cast to below).
             rows, weight = rows.reshape(b * t, v, c).to(qk.dtype), weight.to(qk.dtype)
-            z = sagc_mixed_attention(qk, self.shared_topology, rows, weight, h, self.scale)
+            z = sagc_mixed_attention(qk, self.shared_topology, rows, weight, h, self.scale, epilogue)
         else:
             y = F.linear(rows, weight.reshape(h * out, c)).reshape(b * t, v * h, out)  # [B·T, (j, h), C']
             if qk is not None:
-                z = sagc_attention(qk, self.shared_topology, y, h, self.scale)
+                z = sagc_attention(qk, self.shared_topology, y, h, self.scale, epilogue)
             else:
                 topology = self.attention(x) * self.shared_topology  # [B, T, H, V, V]
                 a = topology.permute(0, 1, 3, 4, 2).reshape(b * t, v, v * h).to(y.dtype)  # [B·T, i, (j, h)]
                 z = frame_matmul(a, y)
         z = z.view(b, t, v, out).permute(0, 3, 1, 2)  # [B, C', T, V], channels-last
-        shortcut = (
-            x if isinstance(self.down, nn.Identity) else bn_act(self.down[1], pointwise(self.down[0], x))
-        )
+        if epilogue is not None:
+            return z
         # relu(bn(z + mix bias) + shortcut); bn_act fuses it where the BatchNorm kernels are on
-        return bn_act(self.bn, z, residual=shortcut, outer_relu=True, input_bias=self.mix.bias)
+        y = bn_act(self.bn, z, residual=shortcut, outer_relu=True, input_bias=self.mix.bias)
+        return y if joint_weight is None else y * joint_weight
+
+    def _eval_epilogue(
+        self, shortcut: Tensor, joint_weight: Tensor | None, dtype: torch.dtype
+    ) -> Epilogue | None:
+        """The layer's tail as a kernel epilogue, or None where the BatchNorm uses batch statistics."""
+        if not uses_running_statistics(self.bn):
+            return None
+        b, out, t, v = shortcut.shape
+        scale, shift = batchnorm_affine(self.bn, self.mix.bias)
+        residual = shortcut.to(dtype).permute(0, 2, 3, 1).reshape(b * t, v, out)  # rows of the shortcut
+        weights = None if joint_weight is None else joint_weight.to(dtype).reshape(b, v)
+        return Epilogue(scale, shift, residual, weights, frames=t)
 
 
 class MultiScaleTemporalConv(nn.Module):
@@ -258,11 +286,12 @@ class InfoGCNBlock(nn.Module):
         fused_attention: bool = True,
         dense_branches: bool = True,
         fused_mixing: bool = False,
+        fused_epilogue: bool = False,
     ):
         super().__init__()
         self.out_channels = out_channels
         self.gc = SelfAttentionGraphConv(
-            in_channels, out_channels, num_joints, heads, fused_attention, fused_mixing
+            in_channels, out_channels, num_joints, heads, fused_attention, fused_mixing, fused_epilogue
         )
         self.tcn = MultiScaleTemporalConv(out_channels, stride, dense_branches=dense_branches)
         if in_channels == out_channels and stride == 1:
@@ -273,9 +302,7 @@ class InfoGCNBlock(nn.Module):
             bn_init(self.residual.bn, 1.0)
 
     def forward(self, x: Tensor, joint_weight: Tensor | None = None) -> Tensor:
-        y = self.gc(x)
-        if joint_weight is not None:
-            y = y * joint_weight
+        y = self.gc(x, joint_weight)  # the joint weight multiplies SA-GC's output
         return self.tcn(y, residual=self.shortcut(x))  # relu(tcn(y) + shortcut(x))
 
     def shortcut(self, x: Tensor) -> Tensor:
@@ -310,6 +337,9 @@ class InfoGCN(SkeletonEncoder):
         fused_mixing: without autograd (eval, feature extraction), SA-GC's channel mixing runs inside
             its attention kernel, so the 3×-wide mixed features are never written
             (:mod:`trainer.models.sagc_inference`; same function; candidate, not yet timed on a GPU).
+        fused_epilogue: in eval (running statistics, no autograd), SA-GC's BatchNorm, shortcut, ReLU and
+            joint weight are applied inside its attention kernel, so its pre-norm output is never
+            written (:mod:`trainer.models.sagc_epilogue`; same function up to rounding; candidate).
     """
 
     def __init__(
@@ -327,6 +357,7 @@ class InfoGCN(SkeletonEncoder):
         fused_attention: bool = True,
         dense_branches: bool = True,
         fused_mixing: bool = False,
+        fused_epilogue: bool = False,
     ):
         super().__init__()
         v = graph.num_joints
@@ -342,7 +373,9 @@ class InfoGCN(SkeletonEncoder):
         blocks, c_in = [], base_channels
         for mult, stride in INFOGCN_CHANNELS:
             c_out = mult * base_channels // 64
-            block = InfoGCNBlock(c_in, c_out, v, stride, heads, fused_attention, dense_branches, fused_mixing)
+            block = InfoGCNBlock(
+                c_in, c_out, v, stride, heads, fused_attention, dense_branches, fused_mixing, fused_epilogue
+            )
             blocks.append(block)
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)

@@ -25,7 +25,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from trainer.models import sagc_epilogue
+from trainer.models.sagc_epilogue import Epilogue, from_op_arguments, kernel_arguments, op_arguments
 from trainer.models.triton_support import relative_error, tl, triton, triton_applies
+
+if triton is not None:
+    from trainer.models.sagc_epilogue import apply_epilogue
 
 JOINT_TILE = 32  # joints per tile (V ≤ 32)
 
@@ -134,8 +139,12 @@ if triton is not None:
     def _sagc_forward_kernel(
         qk_ptr, topo_ptr, y_ptr, z_ptr, G, V, N, D, scale,
         sqg, sqv, sqc, sth, sti, stj, syg, syr, syn, szg, szv, szn,
+        ep_scale, ep_shift, res_ptr, srg, srv, srn, jw_ptr, sjs, sjv, frames,
+        AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, RELU: tl.constexpr, JOINT_WEIGHT: tl.constexpr,
         H: tl.constexpr, BV: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, FRAMES: tl.constexpr,
     ):  # fmt: skip
+        # The ep_* / res / jw arguments: the eval epilogue (trainer/models/sagc_epilogue.py), compiled
+        # out when its flags are off (training).
         rv = tl.arange(0, BV)
         rd = tl.arange(0, BD)
         rn = tl.program_id(1) * BN + tl.arange(0, BN)
@@ -156,6 +165,10 @@ if triton is not None:
                     y_ptr + g * syg + (rv[:, None] * H + h) * syr + rn[None, :] * syn, mask=ymask, other=0.0
                 )
                 acc += tl.dot(m, yh)
+            acc = apply_epilogue(
+                acc, g, rv, rn, vmask & live, rn < N, ep_scale, ep_shift, res_ptr, srg, srv, srn,
+                jw_ptr, sjs, sjv, frames, AFFINE, RESIDUAL, RELU, JOINT_WEIGHT,
+            )  # fmt: skip
             tl.store(
                 z_ptr + g * szg + rv[:, None] * szv + rn[None, :] * szn, acc.to(z_ptr.dtype.element_ty), ymask
             )
@@ -217,12 +230,19 @@ def head_tile(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
-def sagc_attention(qk: Tensor, topology: Tensor, y: Tensor, heads: int, scale: float) -> Tensor:
+def sagc_attention(
+    qk: Tensor, topology: Tensor, y: Tensor, heads: int, scale: float, epilogue: Epilogue | None = None
+) -> Tensor:
     """``Σ_h (softmax(scale·q_h k_hᵀ) ⊙ A_h) @ y_h`` per frame (see :func:`reference` for the shapes).
 
     The Triton kernels where they apply (:func:`kernels_apply`), else :func:`reference` (PyTorch's
-    own autograd).
+    own autograd). ``epilogue`` (eval, no gradient): the layer's BatchNorm, shortcut, ReLU and joint
+    weight applied before the write (:mod:`trainer.models.sagc_epilogue`).
     """
+    if epilogue is not None:
+        if kernels_apply(qk, topology, y, heads) and not torch.is_grad_enabled():
+            return _sagc_attention_eval_op(qk, topology, y, heads, scale, *op_arguments(epilogue))
+        return sagc_epilogue.reference(reference(qk, topology, y, heads, scale), epilogue)
     if kernels_apply(qk, topology, y, heads):
         return _sagc_attention_op(qk, topology, y, heads, scale)
     return reference(qk, topology, y, heads, scale)
@@ -234,9 +254,15 @@ def _sagc_attention_op(qk: Tensor, topology: Tensor, y: Tensor, heads: int, scal
 
 
 def attention_forward(
-    qk: Tensor, topology: Tensor, y: Tensor, heads: int, scale: float, launch: Launch
+    qk: Tensor,
+    topology: Tensor,
+    y: Tensor,
+    heads: int,
+    scale: float,
+    launch: Launch,
+    epilogue: Epilogue | None = None,
 ) -> Tensor:
-    """The forward kernel with an explicit launch (the op and the tuning bench call this)."""
+    """The forward kernel with an explicit launch (the ops and the tuning bench call this)."""
     g, v, width = qk.shape
     d, n = width // (2 * heads), y.shape[2]
     z = torch.empty(g, v, n, device=y.device, dtype=y.dtype)
@@ -245,11 +271,46 @@ def attention_forward(
         grid = (triton.cdiv(g, launch.frames), triton.cdiv(n, bn))
         _sagc_forward_kernel[grid](
             qk, topology, y, z, g, v, n, d, scale,
-            *qk.stride(), *topology.stride(), *y.stride(), *z.stride(),
+            *qk.stride(), *topology.stride(), *y.stride(), *z.stride(), *kernel_arguments(epilogue, z),
             heads, JOINT_TILE, head_tile(d), bn, launch.frames,
             num_warps=launch.num_warps, num_stages=launch.num_stages,
         )  # fmt: skip
     return z
+
+
+@torch.library.custom_op("crossglg::sagc_attention_eval", mutates_args=())
+def _sagc_attention_eval_op(
+    qk: Tensor,
+    topology: Tensor,
+    y: Tensor,
+    heads: int,
+    scale: float,
+    ep_scale: Tensor | None,
+    ep_shift: Tensor | None,
+    residual: Tensor | None,
+    joint_weight: Tensor | None,
+    frames: int,
+    relu: bool,
+) -> Tensor:
+    epilogue = from_op_arguments(ep_scale, ep_shift, residual, joint_weight, frames, relu)
+    return attention_forward(qk, topology, y, heads, scale, forward_launch(y.shape[2]), epilogue)
+
+
+@_sagc_attention_eval_op.register_fake
+def _sagc_attention_eval_fake(
+    qk: Tensor,
+    topology: Tensor,
+    y: Tensor,
+    heads: int,
+    scale: float,
+    ep_scale: Tensor | None,
+    ep_shift: Tensor | None,
+    residual: Tensor | None,
+    joint_weight: Tensor | None,
+    frames: int,
+    relu: bool,
+) -> Tensor:
+    return y.new_empty(qk.shape[0], qk.shape[1], y.shape[2])
 
 
 @_sagc_attention_op.register_fake
@@ -373,7 +434,7 @@ def _register_flop_formulas() -> None:
         g, v, width = qk_shape
         return g * heads * v * v, width // (2 * heads), y_shape[2]
 
-    @register_flop_formula(torch.ops.crossglg.sagc_attention)
+    @register_flop_formula([torch.ops.crossglg.sagc_attention, torch.ops.crossglg.sagc_attention_eval])
     def _forward_flops(qk_shape, topology_shape, y_shape, heads, *_, **__) -> int:  # noqa: ANN001
         maps, d, n = per_frame_head(qk_shape, y_shape, heads)
         return 2 * maps * (d + n)

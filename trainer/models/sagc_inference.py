@@ -22,10 +22,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from trainer.models import sagc_epilogue
 from trainer.models.sagc_attention import JOINT_TILE, head_tile
 from trainer.models.sagc_attention import kernels_apply as attention_kernels_apply
 from trainer.models.sagc_attention import reference as attention_reference
+from trainer.models.sagc_epilogue import Epilogue, from_op_arguments, kernel_arguments, op_arguments
 from trainer.models.triton_support import relative_error, tl, triton, triton_applies
+
+if triton is not None:
+    from trainer.models.sagc_epilogue import apply_epilogue
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ if triton is not None:
     def _sagc_mixed_forward_kernel(
         qk_ptr, topo_ptr, x_ptr, w_ptr, z_ptr, G, V, C, N, D, scale,
         sqg, sqv, sqc, sth, sti, stj, sxg, sxv, sxc, swh, swn, swc, szg, szv, szn,
+        ep_scale, ep_shift, res_ptr, srg, srv, srn, jw_ptr, sjs, sjv, frames,
+        AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, RELU: tl.constexpr, JOINT_WEIGHT: tl.constexpr,
         H: tl.constexpr, BV: tl.constexpr, PACK: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr,
         BN: tl.constexpr, K_BLOCKS: tl.constexpr,
     ):  # fmt: skip
@@ -121,6 +128,10 @@ if triton is not None:
                     other=0.0,
                 )
                 acc += tl.dot(u, wt)  # (M_h x) W_hᵀ: this chunk's share
+        acc = apply_epilogue(
+            acc, g, j, rn, row, nmask, ep_scale, ep_shift, res_ptr, srg, srv, srn,
+            jw_ptr, sjs, sjv, frames, AFFINE, RESIDUAL, RELU, JOINT_WEIGHT,
+        )  # fmt: skip
         zmask = row[:, None] & nmask[None, :]
         tl.store(
             z_ptr + g[:, None] * szg + j[:, None] * szv + rn[None, :] * szn,
@@ -130,7 +141,13 @@ if triton is not None:
 
 
 def sagc_mixed_attention(
-    qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int, scale: float
+    qk: Tensor,
+    topology: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    heads: int,
+    scale: float,
+    epilogue: Epilogue | None = None,
 ) -> Tensor:
     """``Σ_h (softmax(scale·q_h k_hᵀ) ⊙ A_h) @ (x W_hᵀ)`` per frame, ``[G, V, C']`` in ``x``'s dtype.
 
@@ -139,25 +156,46 @@ def sagc_mixed_attention(
         topology: ``[H, V, V]`` shared topology.
         x: ``[G, V, C]`` joint features of each frame.
         weight: ``[H, C', C]`` per-head mixing weights.
+        epilogue: the layer's eval tail applied before the write (:mod:`trainer.models.sagc_epilogue`).
 
     The kernel where it applies (:func:`kernels_apply`) and no gradient is asked for (the kernel has
     no backward), else :func:`reference` (PyTorch's autograd).
     """
     wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (qk, topology, x, weight))
     if kernels_apply(qk, topology, x, weight, heads) and not wants_grad:
-        return _sagc_mixed_attention_op(qk, topology, x, weight, heads, scale)
-    return reference(qk, topology, x, weight, heads, scale)
+        return _sagc_mixed_attention_op(qk, topology, x, weight, heads, scale, *op_arguments(epilogue))
+    z = reference(qk, topology, x, weight, heads, scale)
+    return z if epilogue is None else sagc_epilogue.reference(z, epilogue)
 
 
 @torch.library.custom_op("crossglg::sagc_mixed_attention", mutates_args=())
 def _sagc_mixed_attention_op(
-    qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int, scale: float
+    qk: Tensor,
+    topology: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    heads: int,
+    scale: float,
+    ep_scale: Tensor | None,
+    ep_shift: Tensor | None,
+    residual: Tensor | None,
+    joint_weight: Tensor | None,
+    frames: int,
+    relu: bool,
 ) -> Tensor:
-    return mixed_forward(qk, topology, x, weight, heads, scale, MIXED_LAUNCH)
+    epilogue = from_op_arguments(ep_scale, ep_shift, residual, joint_weight, frames, relu)
+    return mixed_forward(qk, topology, x, weight, heads, scale, MIXED_LAUNCH, epilogue)
 
 
 def mixed_forward(
-    qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int, scale: float, launch: MixedLaunch
+    qk: Tensor,
+    topology: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    heads: int,
+    scale: float,
+    launch: MixedLaunch,
+    epilogue: Epilogue | None = None,
 ) -> Tensor:
     """The kernel with an explicit launch (the op and the checks call this)."""
     g, v, width = qk.shape
@@ -170,6 +208,7 @@ def mixed_forward(
         _sagc_mixed_forward_kernel[grid](
             qk, topology, x, weight, z, g, v, c, n, d, scale,
             *qk.stride(), *topology.stride(), *x.stride(), *weight.stride(), *z.stride(),
+            *kernel_arguments(epilogue, z),
             heads, JOINT_TILE, launch.pack, head_tile(d), bk, bn, triton.cdiv(c, bk),
             num_warps=launch.num_warps, num_stages=launch.num_stages,
         )  # fmt: skip
@@ -178,7 +217,18 @@ def mixed_forward(
 
 @_sagc_mixed_attention_op.register_fake
 def _sagc_mixed_attention_fake(
-    qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int, scale: float
+    qk: Tensor,
+    topology: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    heads: int,
+    scale: float,
+    ep_scale: Tensor | None,
+    ep_shift: Tensor | None,
+    residual: Tensor | None,
+    joint_weight: Tensor | None,
+    frames: int,
+    relu: bool,
 ) -> Tensor:
     return x.new_empty(qk.shape[0], qk.shape[1], weight.shape[1])
 
