@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from layer_helpers import assert_same_training_gradients
 from torch import nn
 from triton_helpers import HAS_TRITON, NO_TRITON_REASON, run_in_interpreter
 
@@ -68,14 +69,7 @@ def test_layer_with_the_epilogue_computes_the_same_function_in_eval(
         torch.testing.assert_close(fused(x, weight), plain(x, weight), rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(fused(x), plain(x), rtol=1e-10, atol=1e-10)
     # in training (batch statistics) and with autograd the epilogue is off: the same gradients
-    grads = []
-    for layer in (plain, fused):
-        layer.train()
-        xi = x.clone().requires_grad_()
-        layer(xi, weight).square().sum().backward()
-        grads.append([xi.grad] + [p.grad for p in layer.parameters()])
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b)
+    assert_same_training_gradients((plain, fused), x, weight)
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)

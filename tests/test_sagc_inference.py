@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from layer_helpers import assert_same_training_gradients
 from torch import nn
 from triton_helpers import HAS_TRITON, NO_TRITON_REASON, run_in_interpreter
 
@@ -38,14 +39,7 @@ def test_fused_mixing_layer_computes_the_same_function_and_trains_as_before(c_in
     with torch.no_grad():
         torch.testing.assert_close(mixed(x), plain(x), rtol=1e-10, atol=1e-10)
     # with autograd on, the layer takes the two-step path: the same gradients
-    grads = []
-    for layer in (plain, mixed):
-        layer.train()
-        xi = x.clone().requires_grad_()
-        layer(xi).square().sum().backward()
-        grads.append([xi.grad] + [p.grad for p in layer.parameters()])
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b)
+    assert_same_training_gradients((plain, mixed), x)
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
