@@ -51,6 +51,14 @@ class MixedLaunch:
 
 
 MIXED_LAUNCH = MixedLaunch()
+# Per (C, C') of the model's blocks: the fastest launch found by bench/sagc_inference_tuning.py at
+# eval batch 256 on an H200; other shapes take MIXED_LAUNCH.
+TUNED_MIXED: dict[tuple[int, int], MixedLaunch] = {}
+
+
+def mixed_launch(c: int, n: int) -> MixedLaunch:
+    """The kernel's launch for ``c`` input channels and ``n`` output columns."""
+    return TUNED_MIXED.get((c, n), MIXED_LAUNCH)
 
 
 def mix_heads(x: Tensor, weight: Tensor) -> Tensor:
@@ -184,7 +192,8 @@ def _sagc_mixed_attention_op(
     relu: bool,
 ) -> Tensor:
     epilogue = from_op_arguments(ep_scale, ep_shift, residual, joint_weight, frames, relu)
-    return mixed_forward(qk, topology, x, weight, heads, scale, MIXED_LAUNCH, epilogue)
+    launch = mixed_launch(x.shape[2], weight.shape[1])
+    return mixed_forward(qk, topology, x, weight, heads, scale, launch, epilogue)
 
 
 def mixed_forward(
