@@ -42,7 +42,9 @@ from trainer.models.sagc_inference import MixedLaunch, mixed_launch  # noqa: E40
 
 Shape = tuple[int, int, int, int, int, int]  # frames G, joints V, qk width, channels C, columns C', heads
 SPACE = {
-    "pack": (1, 2, 4),
+    # pack 4 hit an illegal memory access at C = C' = 256 on an H100 (2026-12-06) and the CUDA context
+    # was lost for every later launch; left out until that is understood
+    "pack": (1, 2),
     "block_n": (32, 64, 128, 256),
     "block_k": (32, 64, 128),
     "num_warps": (2, 4, 8),
