@@ -45,12 +45,20 @@ SPACE = {
     # pack 4 hit an illegal memory access at C = C' = 256 on an H100 (2026-12-06) and the CUDA context
     # was lost for every later launch; left out until that is understood
     "pack": (1, 2),
+    "groups": (1, 4, 16),
     "block_n": (32, 64, 128, 256),
     "block_k": (32, 64, 128),
     "num_warps": (2, 4, 8),
     "num_stages": (1, 2, 3),
 }
-QUICK_SPACE = {"pack": (1, 2), "block_n": (32, 64), "block_k": (32,), "num_warps": (4,), "num_stages": (1,)}
+QUICK_SPACE = {
+    "pack": (1, 2),
+    "groups": (1, 2),
+    "block_n": (32, 64),
+    "block_k": (32,),
+    "num_warps": (4,),
+    "num_stages": (1,),
+}
 
 
 def eval_calls(batch: int, frames: int, device: torch.device) -> Counter[Shape]:
@@ -171,7 +179,9 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         t, sh = r["tuned"], r["shape"]
-        launch = ", ".join(f"{k} {t[k]}" for k in ("pack", "block_k", "block_n", "num_warps", "num_stages"))
+        launch = ", ".join(
+            f"{k} {t[k]}" for k in ("pack", "groups", "block_k", "block_n", "num_warps", "num_stages")
+        )
         times = " | ".join(f"{r[k]:.3f}" for k in keys)
         print(f"| {sh['C']} → {sh['C_out']} | {r['calls']} | {times} | {launch} | {r['check']['z']:.1e} |")
     print(

@@ -120,8 +120,8 @@ def build(
     options = {} if fused is None else {"fused_attention": fused}
     if "mixfuse" in CANDIDATES["on"]:
         options["fused_mixing"] = True
-    if "epi" in CANDIDATES["on"]:
-        options["fused_epilogue"] = True
+    if "epi" in CANDIDATES["on"] or "noepi" in CANDIDATES["on"]:
+        options["fused_epilogue"] = "noepi" not in CANDIDATES["on"]
     if "dense" in CANDIDATES["on"] or "strided" in CANDIDATES["on"]:
         options["dense_branches"] = "strided" not in CANDIDATES["on"]
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
@@ -764,7 +764,8 @@ MODEL_CANDIDATES = {
     "strided": "the TCN's dilated convolutions read strided channel slices (dense_branches off)",
     "mixfuse": "eval: SA-GC's channel mixing inside its attention kernel (InfoGCN fused_mixing)",
     "epi": "eval: SA-GC's BatchNorm, shortcut, ReLU and joint weight inside its attention kernel "
-    "(InfoGCN fused_epilogue)",
+    "(InfoGCN fused_epilogue, the default since 2026-12-06)",
+    "noepi": "eval: SA-GC's tail as a separate Inductor kernel (fused_epilogue off)",
 }
 CANDIDATES: dict[str, set[str]] = {"on": set(), "default": set()}
 

@@ -45,7 +45,8 @@ def test_fused_mixing_layer_computes_the_same_function_and_trains_as_before(c_in
 @pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
 def test_mixed_kernel_matches_float64_in_the_interpreter() -> None:
     # K and N tails (48 input channels in 32-chunks, 80 output columns in 32-tiles), frames packed
-    # two and four to a program with a partial last pack, and the widest block's shape (256 → 256).
+    # two and four to a program with a partial last pack, packs in groups with a partial last group
+    # (11 frames, 2 × 4 per program), and the widest block's shape (256 → 256).
     code = """
 import json, torch
 from trainer.models.sagc_inference import MixedLaunch, check_kernels
@@ -54,6 +55,8 @@ out = {
     "tails": check_kernels("cpu", torch.float16, frames=5, d=16, c=48, n=80,
                            launch=MixedLaunch(pack=2, block_k=32, block_n=32)),
     "pack4": check_kernels("cpu", torch.float16, frames=6, d=8, c=64, n=128, launch=MixedLaunch(pack=4)),
+    "groups": check_kernels("cpu", torch.float16, frames=11, d=8, c=64, n=64,
+                            launch=MixedLaunch(pack=2, groups=4)),
     "wide": check_kernels("cpu", torch.float16, frames=2, d=32, c=256, n=256),
 }
 print(json.dumps(out))

@@ -39,11 +39,13 @@ class MixedLaunch:
 
     ``pack`` frames share one program as one ``[pack·32, ·]`` tile: the attention maps become one
     block-diagonal ``[pack·32, pack·32]`` matrix, and each weight tile loaded serves ``pack`` frames
-    (larger tensor-core tiles, fewer weight reads; ``pack``× the FLOPs in the map product). Then
+    (larger tensor-core tiles, fewer weight reads; ``pack``× the FLOPs in the map product); ``groups``
+    packs per program one after the other (the weight tiles stay in cache between them). Then
     ``block_k`` input channels per chunk, ``block_n`` output columns per program, warps, stages.
     """
 
     pack: int = 1
+    groups: int = 1
     block_k: int = 64
     block_n: int = 128
     num_warps: int = 4
@@ -97,55 +99,58 @@ if triton is not None:
         ep_scale, ep_shift, res_ptr, srg, srv, srn, jw_ptr, sjs, sjv, frames,
         AFFINE: tl.constexpr, RESIDUAL: tl.constexpr, RELU: tl.constexpr, JOINT_WEIGHT: tl.constexpr,
         H: tl.constexpr, BV: tl.constexpr, PACK: tl.constexpr, BD: tl.constexpr, BK: tl.constexpr,
-        BN: tl.constexpr, K_BLOCKS: tl.constexpr,
+        BN: tl.constexpr, K_BLOCKS: tl.constexpr, GROUPS: tl.constexpr,
     ):  # fmt: skip
-        r = tl.arange(0, BV * PACK)  # tile row: frame r // BV of this program, joint r % BV
+        r = tl.arange(0, BV * PACK)  # tile row: frame r // BV of this program's pack, joint r % BV
         j = r % BV
-        g = tl.program_id(0).to(tl.int64) * PACK + r // BV
-        row = (j < V) & (g < G)
         same = (r[:, None] // BV) == (r[None, :] // BV)  # the block diagonal: pairs within one frame
-        pair = same & (j[:, None] < V) & (j[None, :] < V)
         rd = tl.arange(0, BD)
         rn = tl.program_id(1) * BN + tl.arange(0, BN)
         nmask = rn < N
-        qmask = row[:, None] & (rd[None, :] < D)
-        qk_rows = qk_ptr + g[:, None] * sqg + j[:, None] * sqv
-        acc = tl.zeros((BV * PACK, BN), dtype=tl.float32)
-        for h in tl.static_range(H):
-            q = tl.load(qk_rows + (h * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
-            k = tl.load(qk_rows + ((H + h) * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
-            s = tl.dot(q, tl.trans(k)) * scale
-            # A finite floor, not -inf: the rows of a frame past the end have no key at all.
-            s = tl.where(pair & row[None, :], s, -1.0e30)
-            p = tl.exp(s - tl.max(s, axis=1)[:, None])
-            p = p / tl.sum(p, axis=1)[:, None]
-            topo = tl.load(topo_ptr + h * sth + j[:, None] * sti + j[None, :] * stj, mask=pair, other=0.0)
-            m = (p * topo).to(x_ptr.dtype.element_ty)  # zero off the block diagonal
-            for kb in tl.static_range(K_BLOCKS):
-                rk = kb * BK + tl.arange(0, BK)
-                kmask = rk < C
-                xk = tl.load(
-                    x_ptr + g[:, None] * sxg + j[:, None] * sxv + rk[None, :] * sxc,
-                    mask=row[:, None] & kmask[None, :],
-                    other=0.0,
-                )
-                u = tl.dot(m, xk).to(x_ptr.dtype.element_ty)  # M_h x for this chunk of C
-                wt = tl.load(
-                    w_ptr + h * swh + rk[:, None] * swc + rn[None, :] * swn,
-                    mask=kmask[:, None] & nmask[None, :],
-                    other=0.0,
-                )
-                acc += tl.dot(u, wt)  # (M_h x) W_hᵀ: this chunk's share
-        acc = apply_epilogue(
-            acc, g, j, rn, row, nmask, ep_scale, ep_shift, res_ptr, srg, srv, srn,
-            jw_ptr, sjs, sjv, frames, AFFINE, RESIDUAL, RELU, JOINT_WEIGHT,
-        )  # fmt: skip
-        zmask = row[:, None] & nmask[None, :]
-        tl.store(
-            z_ptr + g[:, None] * szg + j[:, None] * szv + rn[None, :] * szn,
-            acc.to(z_ptr.dtype.element_ty),
-            zmask,
-        )
+        # GROUPS packs one after the other: the weight tiles a pack loads are the next pack's too
+        # (served from L1/L2 instead of being fetched anew by another program).
+        for grp in range(GROUPS):
+            g = (tl.program_id(0).to(tl.int64) * GROUPS + grp) * PACK + r // BV
+            row = (j < V) & (g < G)
+            pair = same & (j[:, None] < V) & (j[None, :] < V)
+            qmask = row[:, None] & (rd[None, :] < D)
+            qk_rows = qk_ptr + g[:, None] * sqg + j[:, None] * sqv
+            acc = tl.zeros((BV * PACK, BN), dtype=tl.float32)
+            for h in tl.static_range(H):
+                q = tl.load(qk_rows + (h * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
+                k = tl.load(qk_rows + ((H + h) * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
+                s = tl.dot(q, tl.trans(k)) * scale
+                # A finite floor, not -inf: the rows of a frame past the end have no key at all.
+                s = tl.where(pair & row[None, :], s, -1.0e30)
+                p = tl.exp(s - tl.max(s, axis=1)[:, None])
+                p = p / tl.sum(p, axis=1)[:, None]
+                topo = tl.load(topo_ptr + h * sth + j[:, None] * sti + j[None, :] * stj, mask=pair, other=0.0)
+                m = (p * topo).to(x_ptr.dtype.element_ty)  # zero off the block diagonal
+                for kb in tl.static_range(K_BLOCKS):
+                    rk = kb * BK + tl.arange(0, BK)
+                    kmask = rk < C
+                    xk = tl.load(
+                        x_ptr + g[:, None] * sxg + j[:, None] * sxv + rk[None, :] * sxc,
+                        mask=row[:, None] & kmask[None, :],
+                        other=0.0,
+                    )
+                    u = tl.dot(m, xk).to(x_ptr.dtype.element_ty)  # M_h x for this chunk of C
+                    wt = tl.load(
+                        w_ptr + h * swh + rk[:, None] * swc + rn[None, :] * swn,
+                        mask=kmask[:, None] & nmask[None, :],
+                        other=0.0,
+                    )
+                    acc += tl.dot(u, wt)  # (M_h x) W_hᵀ: this chunk's share
+            acc = apply_epilogue(
+                acc, g, j, rn, row, nmask, ep_scale, ep_shift, res_ptr, srg, srv, srn,
+                jw_ptr, sjs, sjv, frames, AFFINE, RESIDUAL, RELU, JOINT_WEIGHT,
+            )  # fmt: skip
+            zmask = row[:, None] & nmask[None, :]
+            tl.store(
+                z_ptr + g[:, None] * szg + j[:, None] * szv + rn[None, :] * szn,
+                acc.to(z_ptr.dtype.element_ty),
+                zmask,
+            )
 
 
 def sagc_mixed_attention(
@@ -213,12 +218,12 @@ def mixed_forward(
     if g:
         bk = max(16, min(launch.block_k, triton.next_power_of_2(c)))
         bn = max(16, min(launch.block_n, triton.next_power_of_2(n)))
-        grid = (triton.cdiv(g, launch.pack), triton.cdiv(n, bn))
+        grid = (triton.cdiv(g, launch.pack * launch.groups), triton.cdiv(n, bn))
         _sagc_mixed_forward_kernel[grid](
             qk, topology, x, weight, z, g, v, c, n, d, scale,
             *qk.stride(), *topology.stride(), *x.stride(), *weight.stride(), *z.stride(),
             *kernel_arguments(epilogue, z),
-            heads, JOINT_TILE, launch.pack, head_tile(d), bk, bn, triton.cdiv(c, bk),
+            heads, JOINT_TILE, launch.pack, head_tile(d), bk, bn, triton.cdiv(c, bk), launch.groups,
             num_warps=launch.num_warps, num_stages=launch.num_stages,
         )  # fmt: skip
     return z
