@@ -782,7 +782,13 @@ INDUCTOR_FLAGS = {
     # GEMMs (and convolutions) autotuned against Inductor's Triton templates, which can take the
     # neighbouring pointwise work as epilogue / prologue (e.g. a BatchNorm's normalise + ReLU read
     # straight into the next GEMM instead of written and re-read)
-    "magemm": {"max_autotune_gemm": True, "max_autotune_gemm_backends": "ATEN,TRITON"},
+    # (the convolutions stay cuDNN's: with Triton's conv templates too, one training graph did not
+    # compile in 260 s on an H100, 2026-12-06)
+    "magemm": {
+        "max_autotune_gemm": True,
+        "max_autotune_gemm_backends": "ATEN,TRITON",
+        "max_autotune_conv_backends": "ATEN",
+    },
 }
 
 
