@@ -8,9 +8,12 @@ one forward of the benchmarked model (batch ``--batch``, NTU-120 shapes), then, 
 searches the launch by coordinate descent (each parameter in turn over its values, the others held;
 two rounds) minimising the summed time of that width's calls, and prints the result as the table
 to paste into ``TUNED_FORWARD`` / ``TUNED_BACKWARD``. It also times the launches used before the sweep,
-checks the chosen ones against float64 on the device, and estimates the saving per training step::
+checks the chosen ones against float64 on the device, and estimates the saving per training step.
+``--eval`` sweeps the forward kernel with the eval epilogue (:mod:`trainer.models.sagc_epilogue`) at the
+eval batch instead, for ``TUNED_EVAL_FORWARD``::
 
     python bench/sagc_attention_tuning.py --device cuda        # ~2-4 min on an H100/H200 (compiles)
+    python bench/sagc_attention_tuning.py --device cuda --eval --out bench/results/sagc_eval_tuning.json
     TRITON_INTERPRET=1 python bench/sagc_attention_tuning.py --device cpu --quick   # checks the script
 
 Writes ``bench/results/sagc_attention_tuning.json`` (``--out`` elsewhere).
@@ -33,9 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dataspec import load_spec  # noqa: E402
-from trainer.models import infogcn, sagc_attention  # noqa: E402
+from trainer.models import infogcn, sagc_attention, sagc_epilogue  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
 from trainer.models.sagc_attention import Launch  # noqa: E402
+from trainer.models.sagc_epilogue import Epilogue  # noqa: E402
 
 Shape = tuple[int, int, int, int, int]  # frames G, joints V, qk width, feature columns C', heads
 SPACE = {
@@ -53,10 +57,15 @@ def model_calls(batch: int, frames: int, device: torch.device) -> Counter[Shape]
     original = infogcn.sagc_attention
 
     def record(
-        qk: torch.Tensor, topology: torch.Tensor, y: torch.Tensor, heads: int, scale: float
+        qk: torch.Tensor,
+        topology: torch.Tensor,
+        y: torch.Tensor,
+        heads: int,
+        scale: float,
+        epilogue: Epilogue | None = None,
     ) -> torch.Tensor:
         seen[(qk.shape[0], qk.shape[1], qk.shape[2], y.shape[2], heads)] += 1
-        return original(qk, topology, y, heads, scale)
+        return original(qk, topology, y, heads, scale, epilogue)
 
     spec = load_spec("ntu120")
     model = CrossGLG("infogcn", 100, spec, g2l=True, l2g=True).to(device)
@@ -88,6 +97,14 @@ def make_inputs(shape: Shape, device: torch.device, dtype: torch.dtype) -> dict[
         "dz": rnd(g, v, n),
         "heads": heads,
         "scale": (width // (2 * heads)) ** -0.5,
+        # the eval epilogue's operands (a joint weight per frame: the same loads as per sample)
+        "epilogue": Epilogue(
+            torch.rand(n, generator=gen).to(device) + 0.5,
+            torch.randn(n, generator=gen).to(device),
+            rnd(g, v, n),
+            rnd(g, v).abs(),
+            frames=1,
+        ),
     }
 
 
@@ -110,9 +127,10 @@ def timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
 def kernel_call(kind: str, inputs: dict[str, Any], launch: Launch) -> Callable[[], object]:
     """One launch of the forward or backward kernel on prepared operands."""
     i = inputs
-    if kind == "forward":
+    if kind in ("forward", "eval"):
+        epilogue = i["epilogue"] if kind == "eval" else None
         return lambda: sagc_attention.attention_forward(
-            i["qk"], i["topology"], i["y"], i["heads"], i["scale"], launch
+            i["qk"], i["topology"], i["y"], i["heads"], i["scale"], launch, epilogue
         )
     return lambda: sagc_attention.attention_backward(
         i["qk"], i["topology"], i["y"], i["dz"], i["heads"], i["scale"], launch
@@ -162,6 +180,14 @@ def tune(
 def check(best: dict[str, Launch], n: int, d: int, device: torch.device) -> dict[str, float | bool]:
     """The chosen launches against float64 (37 frames: a tail for every frame group)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float16
+    if "eval" in best:  # through the eval op, with the tuned launch in its table for the check
+        table = sagc_attention.TUNED_EVAL_FORWARD
+        before = table.get(n)
+        table[n] = best["eval"]
+        try:
+            return sagc_epilogue.check_kernels(device.type, dtype, frames=37, per_sample=37, d=d, c=n, n=n)
+        finally:
+            table.pop(n) if before is None else table.update({n: before})
     return sagc_attention.check_kernels(
         device.type, dtype, frames=37, d=d, n=n, launches=(best["forward"], best["backward"])
     )
@@ -193,14 +219,21 @@ def save(args: argparse.Namespace, calls: Counter[Shape], rows: list[dict[str, A
             "before": round(sum(r["ms_before"] for r in rows if r["kind"] == "backward"), 3),
             "tuned": round(sum(r["ms_tuned"] for r in rows if r["kind"] == "backward"), 3),
         },
+        "eval_ms_per_forward": {
+            "before": round(sum(r["ms_before"] for r in rows if r["kind"] == "eval"), 3),
+            "tuned": round(sum(r["ms_tuned"] for r in rows if r["kind"] == "eval"), 3),
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     return result
 
 
-def sweep_arguments(doc: str, batch: int, batch_help: str, result_name: str) -> argparse.Namespace:
-    """The command line the launch sweeps share: device, batch, clip length, ``--quick``, ``--out``."""
+def sweep_arguments(
+    doc: str, batch: int, batch_help: str, result_name: str, eval_batch: int | None = None
+) -> argparse.Namespace:
+    """The command line the launch sweeps share: device, batch, clip length, ``--quick``, ``--out``;
+    with ``eval_batch``, ``--eval`` too (then ``--batch`` defaults to ``eval_batch``)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch", type=int, default=batch, help=batch_help)
@@ -209,11 +242,20 @@ def sweep_arguments(doc: str, batch: int, batch_help: str, result_name: str) -> 
         "--quick", action="store_true", help="tiny synthetic shapes, two values per parameter"
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / result_name)
-    return parser.parse_args()
+    if eval_batch is not None:
+        parser.add_argument(
+            "--eval", action="store_true", help=f"eval kernels (batch {eval_batch} unless given)"
+        )
+    args = parser.parse_args()
+    if getattr(args, "eval", False) and "--batch" not in sys.argv:
+        args.batch = eval_batch
+    return args
 
 
 def main() -> None:
-    args = sweep_arguments(__doc__, 128, "training batch (2 persons each)", "sagc_attention_tuning.json")
+    args = sweep_arguments(
+        __doc__, 128, "training batch (2 persons each)", "sagc_attention_tuning.json", eval_batch=256
+    )
     device = torch.device(args.device)
     if args.quick:
         calls: Counter[Shape] = Counter({(7, 25, 48, 40, 3): 2, (5, 25, 96, 64, 3): 1})
@@ -236,13 +278,15 @@ def main() -> None:
     for shape, count in calls.items():
         by_width.setdefault(shape[3], {})[shape] = count
 
-    rows, tuned = [], {"forward": {}, "backward": {}}
+    rows, tuned = [], {"forward": {}, "backward": {}, "eval": {}}
     for n, group in sorted(by_width.items()):
         best: dict[str, Launch] = {}
-        for kind, start in (
-            ("forward", sagc_attention.FORWARD_LAUNCH),
-            ("backward", sagc_attention.BACKWARD_LAUNCH),
-        ):
+        starts = (
+            (("eval", sagc_attention.eval_launch(n)),)  # from the launch it would run at now
+            if args.eval
+            else (("forward", sagc_attention.FORWARD_LAUNCH), ("backward", sagc_attention.BACKWARD_LAUNCH))
+        )
+        for kind, start in starts:
             t0 = time.perf_counter()
             best[kind], costs = tune(
                 lambda shape, launch, kind=kind: kernel_call(kind, inputs[shape], launch),
@@ -277,12 +321,14 @@ def main() -> None:
         save(args, calls, rows)  # after every width: a run cut short keeps what it measured
 
     result = save(args, calls, rows)
-    print(
-        "\nTUNED_FORWARD = {" + ", ".join(f"{n}: {launch!r}" for n, launch in tuned["forward"].items()) + "}"
-    )
-    print(
-        "TUNED_BACKWARD = {" + ", ".join(f"{n}: {launch!r}" for n, launch in tuned["backward"].items()) + "}"
-    )
+    print()
+    for kind, table in (
+        ("forward", "TUNED_FORWARD"),
+        ("backward", "TUNED_BACKWARD"),
+        ("eval", "TUNED_EVAL_FORWARD"),
+    ):
+        if tuned[kind]:
+            print(f"{table} = {{" + ", ".join(f"{n}: {launch!r}" for n, launch in tuned[kind].items()) + "}")
     print("\n| kernel | C' | calls | ms before | ms tuned | speedup | tuned launch |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
@@ -294,9 +340,14 @@ def main() -> None:
             f"| {r['kind']} | {r['columns']} | {r['calls']} | {r['ms_before']:.3f} | {r['ms_tuned']:.3f} "
             f"| {r['speedup']} | {launch} |"
         )
-    f, b = result["forward_ms_per_forward"], result["backward_ms_per_backward"]
-    print(f"\nper training step: forward {f['before']} → {f['tuned']} ms, ", end="")
-    print(f"backward {b['before']} → {b['tuned']} ms")
+    f, b, e = (
+        result[k] for k in ("forward_ms_per_forward", "backward_ms_per_backward", "eval_ms_per_forward")
+    )
+    if args.eval:
+        print(f"\nper eval forward (batch {args.batch}): {e['before']} → {e['tuned']} ms")
+    else:
+        print(f"\nper training step: forward {f['before']} → {f['tuned']} ms, ", end="")
+        print(f"backward {b['before']} → {b['tuned']} ms")
     print(f"wrote {args.out}")
 
 

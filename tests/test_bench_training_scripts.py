@@ -101,6 +101,24 @@ def test_sagc_attention_tuning_quick_picks_a_checked_launch_per_width(tmp_path: 
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
+def test_sagc_attention_tuning_eval_sweeps_the_kernel_with_its_epilogue(tmp_path: Path) -> None:
+    out_file = tmp_path / "eval.json"
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    script = "bench/sagc_attention_tuning.py"
+    args = [sys.executable, script, "--device", "cpu", "--quick", "--eval", "--out", str(out_file)]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out_file.read_text())
+    assert result["batch"] == 256  # the eval batch unless --batch is given
+    assert {(row["kind"], row["columns"]) for row in result["rows"]} == {("eval", 40), ("eval", 64)}
+    for row in result["rows"]:
+        assert 0 < row["ms_tuned"] <= row["ms_before"] and len(row["timed_launches"]) > 1, row
+        assert row["check"]["used_kernels"] and row["check"]["out"] < 2e-3, row["check"]
+    assert result["eval_ms_per_forward"]["tuned"] == round(sum(r["ms_tuned"] for r in result["rows"]), 3)
+    assert "TUNED_EVAL_FORWARD = {40: Launch(" in proc.stdout
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
 def test_sagc_inference_tuning_quick_times_both_paths_per_shape(tmp_path: Path) -> None:
     out_file = tmp_path / "inference.json"
     env = dict(os.environ, TRITON_INTERPRET="1")

@@ -73,6 +73,16 @@ TUNED_BACKWARD: dict[int, Launch] = {
 }
 
 
+# Per C': the forward kernel with the eval epilogue at eval batch 256 (bench/sagc_attention_tuning.py
+# --eval); widths it lacks run at the training forward's launch.
+TUNED_EVAL_FORWARD: dict[int, Launch] = {}
+
+
+def eval_launch(n: int) -> Launch:
+    """The eval forward's launch (the kernel with its epilogue) for ``n`` feature columns."""
+    return TUNED_EVAL_FORWARD.get(n, forward_launch(n))
+
+
 def forward_launch(n: int) -> Launch:
     """The forward kernel's launch for ``n`` feature columns."""
     return TUNED_FORWARD.get(n, FORWARD_LAUNCH)
@@ -293,7 +303,7 @@ def _sagc_attention_eval_op(
     relu: bool,
 ) -> Tensor:
     epilogue = from_op_arguments(ep_scale, ep_shift, residual, joint_weight, frames, relu)
-    return attention_forward(qk, topology, y, heads, scale, forward_launch(y.shape[2]), epilogue)
+    return attention_forward(qk, topology, y, heads, scale, eval_launch(y.shape[2]), epilogue)
 
 
 @_sagc_attention_eval_op.register_fake
