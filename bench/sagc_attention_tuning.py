@@ -230,11 +230,19 @@ def save(args: argparse.Namespace, calls: Counter[Shape], rows: list[dict[str, A
 
 
 def sweep_arguments(
-    doc: str, batch: int, batch_help: str, result_name: str, eval_batch: int | None = None
+    doc: str,
+    batch: int,
+    batch_help: str,
+    result_name: str,
+    eval_batch: int | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> argparse.Namespace:
     """The command line the launch sweeps share: device, batch, clip length, ``--quick``, ``--out``;
-    with ``eval_batch``, ``--eval`` too (then ``--batch`` defaults to ``eval_batch``)."""
+    with ``eval_batch``, ``--eval`` too (then ``--batch`` defaults to ``eval_batch``); ``extra`` adds
+    a sweep's own arguments."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    if extra is not None:
+        extra(parser)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch", type=int, default=batch, help=batch_help)
     parser.add_argument("--frames", type=int, default=64, help="clip length (trainer's window)")

@@ -10,7 +10,9 @@ extraction of the benchmarked model (batch ``--batch``, NTU-120 shapes), times p
   frames packed per program, channel chunk, column tile, warps and stages,
 
 checks the chosen launches against float64 on the device, and prints the summed times per eval
-forward: the prediction for ``model.options={fused_mixing: true}`` before a whole-model run::
+forward: the prediction for ``model.options={fused_mixing: true}`` before a whole-model run. On CUDA
+each shape is tuned in a child process (``--shape-timeout`` seconds each): a launch that faults the
+GPU loses its shape only (``pack=4`` did at 256 → 256 on an H100, 2026-12-06)::
 
     python bench/sagc_inference_tuning.py --device cuda           # ~3-5 min on an H100/H200
     TRITON_INTERPRET=1 python bench/sagc_inference_tuning.py --device cpu --quick   # checks the script
@@ -20,8 +22,10 @@ Writes ``bench/results/sagc_inference_tuning.json`` (``--out`` elsewhere).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -125,52 +129,96 @@ def one_kernel(i: dict[str, Any], launch: MixedLaunch) -> Any:
     )
 
 
+def tune_shape(
+    shape: Shape, count: int, device: torch.device, space: dict[str, tuple[int, ...]]
+) -> dict[str, Any]:
+    """One shape's row: the two-step path, the kernel at its current and its searched launch, and the
+    searched launch's check against float64."""
+    time_ms = timer(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float16
+    inputs = make_inputs(shape, device, dtype)
+    start = mixed_launch(shape[3], shape[4])  # the current table's launch (or the default)
+    best, costs = tune(
+        lambda _, launch, i=inputs: one_kernel(i, launch),
+        {shape: count},
+        start,
+        space,
+        time_ms,
+        label=str(shape),
+    )
+    g, v, width, c, n, heads = shape
+    check = sagc_inference.check_kernels(
+        device.type, dtype, frames=37, d=width // (2 * heads), c=c, n=n, heads=heads, launch=best
+    )
+    return {
+        "shape": dict(zip(("G", "V", "qk", "C", "C_out", "heads"), shape, strict=True)),
+        "calls": count,
+        "ms_two_step": round(count * time_ms(two_step(inputs)), 4),
+        "ms_one_kernel_default": costs[repr(start)],
+        "ms_one_kernel_tuned": costs[repr(best)],
+        "tuned": dataclasses.asdict(best),
+        "check": check,
+        "timed_launches": costs,
+    }
+
+
+def tune_shape_in_child(args: argparse.Namespace, shape: Shape, count: int) -> dict[str, Any]:
+    """:func:`tune_shape` in a fresh process: a launch that faults the GPU (an illegal address kills
+    the CUDA context for every later launch) loses that shape only."""
+    command = [sys.executable, __file__, "--device", args.device, "--one-shape", json.dumps([shape, count])]
+    command += ["--quick"] if args.quick else []
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=args.shape_timeout)
+    except subprocess.TimeoutExpired:
+        return {"shape": list(shape), "calls": count, "failed": f"no result in {args.shape_timeout} s"}
+    print(proc.stdout, end="", flush=True)
+    rows = [line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")]
+    if proc.returncode or not rows:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        return {"shape": list(shape), "calls": count, "failed": f"exit {proc.returncode}: {tail}"}
+    return json.loads(rows[-1])
+
+
+def child_arguments(parser: argparse.ArgumentParser) -> None:
+    """This sweep's own arguments: one shape per child process on CUDA."""
+    parser.add_argument("--one-shape", help=argparse.SUPPRESS)  # [shape, count]: tune it, print its row
+    parser.add_argument(
+        "--isolate", action="store_true", help="one child process per shape (the default on CUDA)"
+    )
+    parser.add_argument("--shape-timeout", type=int, default=150, help="seconds per shape's child process")
+
+
 def main() -> None:
-    args = sweep_arguments(__doc__, 256, "eval batch (2 persons each)", "sagc_inference_tuning.json")
+    args = sweep_arguments(
+        __doc__, 256, "eval batch (2 persons each)", "sagc_inference_tuning.json", extra=child_arguments
+    )
     device = torch.device(args.device)
+    if args.one_shape:
+        shape, count = json.loads(args.one_shape)
+        space = QUICK_SPACE if args.quick else SPACE
+        print("ROW " + json.dumps(tune_shape(tuple(shape), count, device, space)), flush=True)
+        return
     if args.quick:
         calls: Counter[Shape] = Counter({(7, 25, 48, 64, 40, 3): 2, (5, 25, 96, 128, 64, 3): 1})
         space = QUICK_SPACE
     else:
         calls = eval_calls(args.batch, args.frames, device)
         space = SPACE
-    time_ms = timer(device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float16
     rows = []
     for shape, count in sorted(calls.items()):
-        inputs = make_inputs(shape, device, dtype)
-        group = {shape: count}
-        start = mixed_launch(shape[3], shape[4])  # the current table's launch (or the default)
-        best, costs = tune(
-            lambda _, launch, i=inputs: one_kernel(i, launch),
-            group,
-            start,
-            space,
-            time_ms,
-            label=str(shape),
-        )
-        g, v, width, c, n, heads = shape
-        check = sagc_inference.check_kernels(
-            device.type, dtype, frames=37, d=width // (2 * heads), c=c, n=n, heads=heads, launch=best
-        )
-        row = {
-            "shape": dict(zip(("G", "V", "qk", "C", "C_out", "heads"), shape, strict=True)),
-            "calls": count,
-            "ms_two_step": round(count * time_ms(two_step(inputs)), 4),
-            "ms_one_kernel_default": costs[repr(start)],
-            "ms_one_kernel_tuned": costs[repr(best)],
-            "tuned": dataclasses.asdict(best),
-            "check": check,
-            "timed_launches": costs,
-        }
+        isolate = args.isolate or (device.type == "cuda" and not args.quick)
+        row = tune_shape_in_child(args, shape, count) if isolate else tune_shape(shape, count, device, space)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "timed_launches"}), flush=True)
 
+    failed = [r for r in rows if "failed" in r]
+    rows = [r for r in rows if "failed" not in r]
     keys = ("ms_two_step", "ms_one_kernel_default", "ms_one_kernel_tuned")
     totals = {key: round(sum(r[key] for r in rows), 3) for key in keys}
     result = {
         **run_header(args),
         "rows": rows,
+        "failed": failed,
         "ms_per_eval_forward": totals,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -197,6 +245,8 @@ def main() -> None:
         if r["ms_one_kernel_tuned"] < r["ms_one_kernel_default"]
     )
     print(f"TUNED_MIXED entries (paste into trainer/models/sagc_inference.py): {{{table}}}")
+    for f in failed:
+        print(f"not tuned: {f['shape']}: {f['failed']}")
     print(f"wrote {args.out}")
 
 

@@ -144,6 +144,35 @@ def test_sagc_inference_tuning_quick_times_both_paths_per_shape(tmp_path: Path) 
     assert "| 128 → 64 | 1 |" in proc.stdout
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
+def test_sagc_inference_tuning_isolates_each_shape_in_a_child_process(tmp_path: Path) -> None:
+    # the way it runs on CUDA: one process per shape, so a launch that kills the GPU context (as
+    # pack 4 did on an H100) loses that shape only; a child that gives no row is listed as failed
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    script = [sys.executable, "bench/sagc_inference_tuning.py", "--device", "cpu", "--quick", "--isolate"]
+    out_file = tmp_path / "isolated.json"
+    proc = subprocess.run(
+        [*script, "--out", str(out_file)], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out_file.read_text())
+    assert result["failed"] == [] and len(result["rows"]) == 2
+    assert all(r["check"]["z"] < 2e-3 for r in result["rows"])
+    out_file = tmp_path / "timed_out.json"
+    proc = subprocess.run(
+        [*script, "--shape-timeout", "1", "--out", str(out_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out_file.read_text())
+    assert result["rows"] == [] and len(result["failed"]) == 2
+    assert "not tuned: [5, 25, 96, 128, 64, 3]: no result in 1 s" in proc.stdout
+
+
 def test_batchnorm_bandwidth_quick_times_every_recorded_call(tmp_path: Path) -> None:
     from torch import nn
 
