@@ -283,3 +283,35 @@ def test_profiled_kernels_join_inductors_byte_counts_per_launch() -> None:
     ]
     s = summarise({"step": rows}, copy_tb_s=4.0)
     assert s["kernels"] == 3 and s["ms"] == 0.35 and s["gb"] == 0.7 and s["floor_ms"] == 0.175
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
+def test_saved_activations_counts_the_fp32_the_dtype_switches_remove(tmp_path: Path) -> None:
+    results = {}
+    for name, options in {
+        "default": [],
+        "fp32": ["norm_in_input_dtype=false", "stem_in_compute_dtype=false"],
+    }.items():
+        out_file = tmp_path / f"{name}.json"
+        args = [
+            sys.executable,
+            "bench/saved_activations.py",
+            "--quick",
+            "--out",
+            str(out_file),
+            "--options",
+            *options,
+        ]
+        proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        results[name] = json.loads(out_file.read_text())
+    default, fp32 = results["default"], results["fp32"]
+    assert fp32["options"]["norm_in_input_dtype"] is False
+    # the layer norm's fp32 input copies (one per block) and the fp32 residual stream of blocks 1-3
+    assert fp32["saved_units_by_dtype"]["float32"] > default["saved_units_by_dtype"]["float32"] + 9
+    assert (
+        fp32["forward_intermediate_units_by_dtype"]["float32"]
+        > 2 * default["forward_intermediate_units_by_dtype"]["float32"]
+    )
+    assert default["saved_units_total"] < fp32["saved_units_total"]

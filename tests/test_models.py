@@ -251,3 +251,66 @@ def test_dense_branches_compute_the_same_function_with_the_same_state_dict(ntu):
     for name, p in dense.named_parameters():
         torch.testing.assert_close(p.grad, grads[name], msg=name)
     torch.testing.assert_close(dense.state_dict(), plain.state_dict())  # same running statistics
+
+
+def test_stem_output_takes_the_autocast_dtype(ntu):
+    # the fp32 positional embedding used to promote the stem's output, so data_bn and the identity
+    # residual stream of blocks 1-3 ran in fp32 under autocast
+    x = _inputs(ntu)[0]
+    for switch, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        torch.manual_seed(0)
+        model = InfoGCN(K, SkeletonGraph.from_spec(ntu), stem_in_compute_dtype=switch, base_channels=16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert model.stem(x).dtype == expected
+            assert model.blocks[0](model.stem(x)).dtype == expected
+    # without autocast both switches compute exactly the same function
+    outs = []
+    for switch in (True, False):
+        torch.manual_seed(0)
+        model = InfoGCN(
+            K, SkeletonGraph.from_spec(ntu), stem_in_compute_dtype=switch, norm_in_input_dtype=switch
+        )
+        outs.append(model.eval()(x)["features"])
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_layer_norm_in_the_input_dtype_keeps_no_fp32_copy_for_the_backward(monkeypatch):
+    from trainer.models.infogcn import norm_in_input_dtype
+
+    # CUDA's autocast runs layer_norm in fp32 on an fp32 copy of the input (CPU autocast does not):
+    # make the module do that here, as bench/saved_activations.py does
+    def cuda_policy(self: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return nn.functional.layer_norm(
+                x.float(), self.normalized_shape, self.weight, self.bias, self.eps
+            )
+
+    monkeypatch.setattr(nn.LayerNorm, "forward", cuda_policy)
+    torch.manual_seed(0)
+    norm = nn.LayerNorm(32)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    x = torch.randn(6, 25, 32).to(torch.bfloat16).requires_grad_()
+
+    def fp32_copies(fn) -> tuple[list, torch.Tensor]:  # noqa: ANN001
+        saved = []
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            saved.append((t.dtype, t.numel()))
+            return t
+
+        with (
+            torch.autocast("cpu", dtype=torch.bfloat16),
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        ):
+            y = fn()
+        return [s for s in saved if s[0] == torch.float32 and s[1] >= x.numel()], y
+
+    copies, _ = fp32_copies(lambda: norm(x))
+    assert copies  # the autocast policy keeps an fp32 copy of x
+    copies, y = fp32_copies(lambda: norm_in_input_dtype(norm, x))
+    assert not copies and y.dtype == torch.bfloat16
+    reference = nn.functional.layer_norm(x.detach().double(), (32,), norm.weight.double(), norm.bias.double())
+    assert float((y.detach().double() - reference).norm() / reference.norm()) < 1e-2
+    y.float().square().sum().backward()
+    assert x.grad is not None and norm.weight.grad is not None and torch.isfinite(x.grad.float()).all()

@@ -53,6 +53,22 @@ def pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return F.linear(rows, conv.weight.flatten(1), conv.bias).permute(0, 3, 1, 2)
 
 
+def norm_in_input_dtype(norm: nn.LayerNorm, x: Tensor) -> Tensor:
+    """``norm(x)`` in ``x``'s dtype, also under autocast (statistics are still accumulated in fp32).
+
+    Autocast runs ``layer_norm`` in fp32: it casts a bf16 ``x`` to fp32, and autograd then keeps that
+    fp32 copy for the backward — twice the bytes of ``x``, written in the forward and read in the
+    backward, in every block (the output went on to a bf16 GEMM anyway). Here the parameters are
+    cast instead, so the backward keeps the bf16 ``x`` the mixing GEMM keeps too.
+    """
+    if not torch.is_autocast_enabled(x.device.type):
+        return norm(x)
+    with torch.autocast(x.device.type, enabled=False):
+        weight = None if norm.weight is None else norm.weight.to(x.dtype)
+        bias = None if norm.bias is None else norm.bias.to(x.dtype)
+        return F.layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
+
+
 # Std of the decoder's initial weights (see InfoGCN._init_head for why it is not InfoGCN's sqrt(2/K)).
 DECODER_INIT_STD = 0.01
 
@@ -89,9 +105,12 @@ class SelfAttentionGraphConv(nn.Module):
         fused: bool = True,
         fused_mixing: bool = False,
         fused_epilogue: bool = True,
+        norm_in_input_dtype: bool = True,
     ):
         super().__init__()
         self.heads = heads
+        # under autocast, LayerNorm in the features' dtype (no fp32 copy kept for the backward)
+        self.norm_in_input_dtype = norm_in_input_dtype
         self.fused = fused  # one kernel for the attention path (trainer/models/sagc_attention.py)
         # without autograd, the channel mixing inside that kernel too (trainer/models/sagc_inference.py)
         self.fused_mixing = fused_mixing
@@ -121,9 +140,13 @@ class SelfAttentionGraphConv(nn.Module):
             conv_init(self.down[0])
             bn_init(self.down[1], 1.0)
 
+    def norm(self, rows: Tensor) -> Tensor:
+        """The attention's LayerNorm of the feature rows (:func:`norm_in_input_dtype` where chosen)."""
+        return norm_in_input_dtype(self.attn_norm, rows) if self.norm_in_input_dtype else self.attn_norm(rows)
+
     def attention(self, x: Tensor) -> Tensor:
         """Per-frame joint attention ``[B, T, heads, V, V]`` from features ``[B, C, T, V]``."""
-        y = self.to_qk(self.attn_norm(x.permute(0, 2, 3, 1)))  # [B, T, V, 2·H·d]
+        y = self.to_qk(self.norm(x.permute(0, 2, 3, 1)))  # [B, T, V, 2·H·d]
         q, k = y.unflatten(-1, (2, self.heads, self.qk_dim)).permute(3, 0, 1, 4, 2, 5)  # [B, T, H, V, d]
         b, t, h, v, d = q.shape
         # Per-frame [V, d] @ [d, V] products: on CUDA the Triton kernels (V = 25, d = C/8 are too
@@ -143,7 +166,7 @@ class SelfAttentionGraphConv(nn.Module):
         # (smaller) attention maps.
         rows = x.permute(0, 2, 3, 1)  # [B, T, V, C]: a free view of the channels-last features
         weight = self.mix.weight.view(out, h, c).transpose(0, 1)  # [H, C', C]
-        qk = self.to_qk(self.attn_norm(rows)).reshape(b * t, v, -1) if self.fused else None
+        qk = self.to_qk(self.norm(rows)).reshape(b * t, v, -1) if self.fused else None
         shortcut = (
             x if isinstance(self.down, nn.Identity) else bn_act(self.down[1], pointwise(self.down[0], x))
         )
@@ -283,16 +306,14 @@ class InfoGCNBlock(nn.Module):
         num_joints: int,
         stride: int = 1,
         heads: int = 3,
-        fused_attention: bool = True,
         dense_branches: bool = True,
-        fused_mixing: bool = False,
-        fused_epilogue: bool = True,
+        **gc_options: bool,
     ):
+        """``gc_options``: :class:`SelfAttentionGraphConv`'s switches (``fused``, ``fused_mixing``,
+        ``fused_epilogue``, ``norm_in_input_dtype``)."""
         super().__init__()
         self.out_channels = out_channels
-        self.gc = SelfAttentionGraphConv(
-            in_channels, out_channels, num_joints, heads, fused_attention, fused_mixing, fused_epilogue
-        )
+        self.gc = SelfAttentionGraphConv(in_channels, out_channels, num_joints, heads, **gc_options)
         self.tcn = MultiScaleTemporalConv(out_channels, stride, dense_branches=dense_branches)
         if in_channels == out_channels and stride == 1:
             self.residual: nn.Module = nn.Identity()
@@ -343,6 +364,16 @@ class InfoGCN(SkeletonEncoder):
             written (:mod:`trainer.models.sagc_epilogue`; same function up to rounding; H100, eval
             batch 256, 2026-12-06: 20,822 and 20,847 against 20,458 and 20,480 samples/s without it,
             two calls, +1.8%). On by default; training is unchanged.
+        norm_in_input_dtype: under autocast, SA-GC's LayerNorm runs in the features' dtype (fp32
+            statistics inside) instead of autocast's fp32, whose fp32 copy of the input autograd kept
+            for the backward (see :func:`norm_in_input_dtype`).
+        stem_in_compute_dtype: the stem's output takes the compute dtype (the fp32 positional
+            embedding is cast) instead of being promoted to fp32, which ran the data BatchNorm and the
+            first three blocks' residual stream in fp32 under autocast, forward and backward.
+        Both dtype switches (2026-12-06) remove fp32 traffic: on the CPU under bf16 autocast, with
+        layer_norm in fp32 as CUDA's autocast runs it, the fp32 activations kept for the backward
+        of a CrossGLG training step fell from 26.9 to 0.5 activation-sized units (bf16 137 → 138;
+        ``bench/saved_activations.py``); not yet timed on a GPU. ``False`` restores the old dtypes.
     """
 
     def __init__(
@@ -361,9 +392,18 @@ class InfoGCN(SkeletonEncoder):
         dense_branches: bool = True,
         fused_mixing: bool = False,
         fused_epilogue: bool = True,
+        norm_in_input_dtype: bool = True,
+        stem_in_compute_dtype: bool = True,
     ):
         super().__init__()
         v = graph.num_joints
+        self.stem_in_compute_dtype = stem_in_compute_dtype
+        gc_options = {
+            "fused": fused_attention,
+            "fused_mixing": fused_mixing,
+            "fused_epilogue": fused_epilogue,
+            "norm_in_input_dtype": norm_in_input_dtype,
+        }
         self.num_classes = num_classes
         self.num_joints = v
         self.num_persons = num_persons
@@ -376,9 +416,7 @@ class InfoGCN(SkeletonEncoder):
         blocks, c_in = [], base_channels
         for mult, stride in INFOGCN_CHANNELS:
             c_out = mult * base_channels // 64
-            block = InfoGCNBlock(
-                c_in, c_out, v, stride, heads, fused_attention, dense_branches, fused_mixing, fused_epilogue
-            )
+            block = InfoGCNBlock(c_in, c_out, v, stride, heads, dense_branches, **gc_options)
             blocks.append(block)
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
@@ -419,7 +457,10 @@ class InfoGCN(SkeletonEncoder):
         n, _, t, v, m = x.shape
         x = x.permute(0, 2, 4, 3, 1)  # [N, T, M, V, C]
         x = torch.matmul(self.rel_coords.to(x.dtype), x)  # each joint minus its k-th ancestor
-        x = self.joint_embed(x) + self.pos_embed  # [N, T, M, V, C0]
+        x = self.joint_embed(x)  # [N, T, M, V, C0], in the compute dtype (bf16 under autocast)
+        # The fp32 parameter is cast, not the sum promoted: otherwise data_bn and the residual stream of
+        # the first blocks (identity shortcuts) ran in fp32 under autocast, forward and backward.
+        x = x + self.pos_embed.to(x.dtype) if self.stem_in_compute_dtype else x + self.pos_embed
         c0 = x.shape[-1]
         # data BN normalises each (person, joint, channel) over batch and time: rows (n, t),
         # channels (m, v, c) — the same channel order as the official [N, M·V·C0, T] BatchNorm1d.
