@@ -122,6 +122,10 @@ def build(
         options["fused_mixing"] = True
     if "epi" in CANDIDATES["on"] or "noepi" in CANDIDATES["on"]:
         options["fused_epilogue"] = "noepi" not in CANDIDATES["on"]
+    if "fp32dtypes" in CANDIDATES["on"]:
+        options.update(stem_in_compute_dtype=False, norm_in_input_dtype=False)
+    if "idxpool" in CANDIDATES["on"]:
+        options["index_free_pool"] = False
     if "dense" in CANDIDATES["on"] or "strided" in CANDIDATES["on"]:
         options["dense_branches"] = "strided" not in CANDIDATES["on"]
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
@@ -766,6 +770,9 @@ MODEL_CANDIDATES = {
     "epi": "eval: SA-GC's BatchNorm, shortcut, ReLU and joint weight inside its attention kernel "
     "(InfoGCN fused_epilogue, the default since 2026-12-06)",
     "noepi": "eval: SA-GC's tail as a separate Inductor kernel (fused_epilogue off)",
+    "fp32dtypes": "before 2026-12-06: the stem's output promoted to fp32 and autocast's fp32 LayerNorm "
+    "(InfoGCN stem_in_compute_dtype / norm_in_input_dtype off)",
+    "idxpool": "before 2026-12-06: the TCN's max-pool with int64 argmax indices (index_free_pool off)",
 }
 CANDIDATES: dict[str, set[str]] = {"on": set(), "default": set()}
 

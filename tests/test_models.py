@@ -314,3 +314,20 @@ def test_layer_norm_in_the_input_dtype_keeps_no_fp32_copy_for_the_backward(monke
     assert float((y.detach().double() - reference).norm() / reference.norm()) < 1e-2
     y.float().square().sum().backward()
     assert x.grad is not None and norm.weight.grad is not None and torch.isfinite(x.grad.float()).all()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("frames", [7, 8])
+def test_index_free_max_pool_has_max_pools_values_and_gradients(stride: int, frames: int):
+    from trainer.models.infogcn import temporal_max_pool3
+
+    torch.manual_seed(stride * 10 + frames)
+    x = torch.relu(torch.randn(2, 3, frames, 5, dtype=torch.float64))  # ties at zero, as after ReLU
+    x[0, 0, 2, 0] = x[0, 0, 3, 0] = 0.7  # and a positive tie: the first maximum takes the gradient
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours, pooled = temporal_max_pool3(a, stride), nn.MaxPool2d((3, 1), (stride, 1), (1, 0))(b)
+    assert torch.equal(ours, pooled)
+    grad = torch.randn_like(ours)
+    ours.backward(grad)
+    pooled.backward(grad)
+    assert torch.equal(a.grad, b.grad)

@@ -210,6 +210,23 @@ class SelfAttentionGraphConv(nn.Module):
         return Epilogue(scale, shift, residual, weights, frames=t)
 
 
+def temporal_max_pool3(x: Tensor, stride: int = 1) -> Tensor:
+    """``nn.MaxPool2d((3, 1), (stride, 1), (1, 0))`` over time as comparisons of three shifted views.
+
+    The same values and the same gradient (the first maximum of each window takes it, NaN wins, as
+    in PyTorch's kernels), but autograd needs no argmax indices: the comparisons are recomputed from
+    ``x`` where the backward needs them, instead of int64 indices written in the forward and read in
+    the backward (in InfoGCN's training step those indices were 9 of ~176 saved activation units).
+    """
+    t = x.shape[2]
+    padded = F.pad(x, (0, 0, 1, 1), value=float("-inf"))
+    best = padded[:, :, 0:t:stride]
+    for offset in (1, 2):
+        other = padded[:, :, offset : t + offset : stride]
+        best = torch.where((other > best) | other.isnan(), other, best)
+    return best
+
+
 class MultiScaleTemporalConv(nn.Module):
     """Multi-scale TCN: four branches of ``C/4`` channels, concatenated, then ReLU.
 
@@ -227,8 +244,12 @@ class MultiScaleTemporalConv(nn.Module):
         kernel_size: int = 5,
         dilations: Sequence[int] = (1, 2),
         dense_branches: bool = True,
+        index_free_pool: bool = True,
     ):
         super().__init__()
+        # index_free_pool: the max-pool branch as comparisons of three shifted views (temporal_max_pool3),
+        # so the backward needs no int64 argmax indices (8 bytes per pooled element, written and read)
+        self.index_free_pool = index_free_pool
         # dense_branches: hand the dilated convolutions dense copies of their channel slices, made in
         # the graph (Inductor can write them from the BN+ReLU kernel) instead of by the convolution
         # (the eval profile of 2026-12-04: 18 strided ATen copies, 0.74 of 11.35 ms per batch of 256).
@@ -290,7 +311,9 @@ class MultiScaleTemporalConv(nn.Module):
             else parts
         )
         outs = [conv(part) for conv, part in zip(self.dilated, inputs[: len(self.dilated)], strict=True)]
-        outs.append(self.pool(parts[-1]))
+        outs.append(
+            temporal_max_pool3(parts[-1], self.stride) if self.index_free_pool else self.pool(parts[-1])
+        )
         outs.append(y[:, self.n_activated :, :: self.stride])
         cat = torch.cat(outs, dim=1)
         return bn_act(self.out_bn, cat, residual=residual, inner_relu=True, outer_relu=residual is not None)
@@ -307,6 +330,7 @@ class InfoGCNBlock(nn.Module):
         stride: int = 1,
         heads: int = 3,
         dense_branches: bool = True,
+        index_free_pool: bool = True,
         **gc_options: bool,
     ):
         """``gc_options``: :class:`SelfAttentionGraphConv`'s switches (``fused``, ``fused_mixing``,
@@ -314,7 +338,9 @@ class InfoGCNBlock(nn.Module):
         super().__init__()
         self.out_channels = out_channels
         self.gc = SelfAttentionGraphConv(in_channels, out_channels, num_joints, heads, **gc_options)
-        self.tcn = MultiScaleTemporalConv(out_channels, stride, dense_branches=dense_branches)
+        self.tcn = MultiScaleTemporalConv(
+            out_channels, stride, dense_branches=dense_branches, index_free_pool=index_free_pool
+        )
         if in_channels == out_channels and stride == 1:
             self.residual: nn.Module = nn.Identity()
         else:
@@ -370,6 +396,9 @@ class InfoGCN(SkeletonEncoder):
         stem_in_compute_dtype: the stem's output takes the compute dtype (the fp32 positional
             embedding is cast) instead of being promoted to fp32, which ran the data BatchNorm and the
             first three blocks' residual stream in fp32 under autocast, forward and backward.
+        index_free_pool: the multi-scale TCN's max-pool branch without argmax indices
+            (:func:`temporal_max_pool3`: the same values and gradients; no int64 indices kept for the
+            backward — 9 activation units of the step's ~176 on the CPU trace below).
         Both dtype switches (2026-12-06) remove fp32 traffic: on the CPU under bf16 autocast, with
         layer_norm in fp32 as CUDA's autocast runs it, the fp32 activations kept for the backward
         of a CrossGLG training step fell from 26.9 to 0.5 activation-sized units (bf16 137 → 138;
@@ -394,6 +423,7 @@ class InfoGCN(SkeletonEncoder):
         fused_epilogue: bool = True,
         norm_in_input_dtype: bool = True,
         stem_in_compute_dtype: bool = True,
+        index_free_pool: bool = True,
     ):
         super().__init__()
         v = graph.num_joints
@@ -416,7 +446,7 @@ class InfoGCN(SkeletonEncoder):
         blocks, c_in = [], base_channels
         for mult, stride in INFOGCN_CHANNELS:
             c_out = mult * base_channels // 64
-            block = InfoGCNBlock(c_in, c_out, v, stride, heads, dense_branches, **gc_options)
+            block = InfoGCNBlock(c_in, c_out, v, stride, heads, dense_branches, index_free_pool, **gc_options)
             blocks.append(block)
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
