@@ -401,7 +401,7 @@ class InfoGCN(SkeletonEncoder):
             backward — 9 activation units of the step's ~176 on the CPU trace below).
         Both dtype switches (2026-12-06) remove fp32 traffic: on the CPU under bf16 autocast, with
         layer_norm in fp32 as CUDA's autocast runs it, the fp32 activations kept for the backward
-        of a CrossGLG training step fell from 26.9 to 0.5 activation-sized units (bf16 137 → 138;
+        of a CrossGLG training step fell from 27.1 to 0.7 activation-sized units (bf16 139.8 → 141.0;
         ``bench/saved_activations.py``); not yet timed on a GPU. ``False`` restores the old dtypes.
     """
 

@@ -15,6 +15,7 @@ two-step path by rounding only (``z`` is not rounded to the half dtype before th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -169,12 +170,15 @@ def check_kernels(
     n: int = 80,
     heads: int = 3,
     seed: int = 0,
+    launch: Any = None,
 ) -> dict[str, float | bool]:
     """Relative error of an attention kernel with the full epilogue against float64 PyTorch.
 
     ``mixing``: the inference kernel (:mod:`trainer.models.sagc_inference`, features ``x`` and the
     mixing weights) instead of the attention kernel (mixed features ``y``). ``frames`` rows in samples
     of ``per_sample`` frames; the residual is a strided view; ``used_kernels``: whether Triton ran.
+    ``launch``: call the attention kernel at this :class:`~trainer.models.sagc_attention.Launch`
+    directly (the tuning bench's check) instead of through the op's launch table.
     """
     from trainer.models import sagc_attention, sagc_inference  # they import this module
 
@@ -218,5 +222,9 @@ def check_kernels(
             out = sagc_inference.sagc_mixed_attention(qk_d, topo_d, x_d, w_d, heads, scale, epi_d)
         else:
             used = sagc_attention.kernels_apply(qk_d, topo_d, y_d, heads)
-            out = sagc_attention.sagc_attention(qk_d, topo_d, y_d, heads, scale, epi_d)
+            out = (
+                sagc_attention.attention_forward(qk_d, topo_d, y_d, heads, scale, launch, epi_d)
+                if used and launch is not None
+                else sagc_attention.sagc_attention(qk_d, topo_d, y_d, heads, scale, epi_d)
+            )
     return {"out": relative_error(out, ref), "used_kernels": used, "finite": bool(out.isfinite().all())}
