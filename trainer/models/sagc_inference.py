@@ -54,7 +54,7 @@ class MixedLaunch:
 
 MIXED_LAUNCH = MixedLaunch()
 # Per (C, C') of the model's blocks: the fastest launch found by bench/sagc_inference_tuning.py at
-# eval batch 256 on an H200; other shapes take MIXED_LAUNCH.
+# eval batch 256 on the GPU it will run on; other shapes take MIXED_LAUNCH.
 TUNED_MIXED: dict[tuple[int, int], MixedLaunch] = {}
 
 
@@ -104,6 +104,7 @@ if triton is not None:
         r = tl.arange(0, BV * PACK)  # tile row: frame r // BV of this program's pack, joint r % BV
         j = r % BV
         same = (r[:, None] // BV) == (r[None, :] // BV)  # the block diagonal: pairs within one frame
+        pair = same & (j[:, None] < V) & (j[None, :] < V)
         rd = tl.arange(0, BD)
         rn = tl.program_id(1) * BN + tl.arange(0, BN)
         nmask = rn < N
@@ -112,7 +113,6 @@ if triton is not None:
         for grp in range(GROUPS):
             g = (tl.program_id(0).to(tl.int64) * GROUPS + grp) * PACK + r // BV
             row = (j < V) & (g < G)
-            pair = same & (j[:, None] < V) & (j[None, :] < V)
             qmask = row[:, None] & (rd[None, :] < D)
             qk_rows = qk_ptr + g[:, None] * sqg + j[:, None] * sqv
             acc = tl.zeros((BV * PACK, BN), dtype=tl.float32)
