@@ -786,11 +786,10 @@ INDUCTOR_FLAGS = {
     "tile": {"triton.tile_reductions": True, "triton.prefer_nd_tiling": True},  # 2-D reduction tiles
     "aggr": {"aggressive_fusion": True},  # fuse nodes even when they share no memory access
     "nosplit": {"split_reductions": False},  # no two-stage split of large reductions
-    # GEMMs (and convolutions) autotuned against Inductor's Triton templates, which can take the
-    # neighbouring pointwise work as epilogue / prologue (e.g. a BatchNorm's normalise + ReLU read
-    # straight into the next GEMM instead of written and re-read)
-    # (the convolutions stay cuDNN's: with Triton's conv templates too, one training graph did not
-    # compile in 260 s on an H100, 2026-12-06)
+    # GEMMs autotuned against Inductor's Triton templates, which can take the neighbouring pointwise
+    # work as epilogue / prologue (e.g. a BatchNorm's normalise + ReLU read straight into the next
+    # GEMM instead of written and re-read). The convolutions stay cuDNN's: with Triton's conv
+    # templates too, the training graph did not compile in 260 s on an H100 (2026-12-06).
     "magemm": {
         "max_autotune_gemm": True,
         "max_autotune_gemm_backends": "ATEN,TRITON",
