@@ -1014,6 +1014,23 @@ def rate_cell(r: dict[str, Any]) -> str:
     return f"{r['samples_per_s']:,.0f}" if "samples_per_s" in r else f"failed: {r.get('error', '?')[:60]}"
 
 
+def step_time_fit(rates: dict[str, float]) -> tuple[float, float] | None:
+    """Least-squares line through the step times of ``rates`` (batch → samples/s): ``(fixed ms per
+    step, ms per sample)``; ``None`` with fewer than two batch sizes.
+
+    The fixed part is what a step costs whatever its batch (launch gaps, kernels too small to fill
+    the GPU, the optimizer); the per-sample part bounds the rate at any batch: ``1 / per_sample`` is
+    what an infinite batch would reach, so a target above it needs fewer bytes or FLOPs per sample,
+    not a larger batch or fewer launches.
+    """
+    if len(rates) < 2:
+        return None
+    batches = np.array([float(b) for b in rates])
+    step_ms = np.array([float(b) / s * 1e3 for b, s in rates.items()])
+    per_sample, fixed = np.polyfit(batches, step_ms, 1)
+    return float(fixed), float(per_sample)
+
+
 def summary_table(result: dict[str, Any], cuda: bool) -> str:
     """The markdown table of a result dict (train, eval, numerics, ceilings)."""
     peak = 989e12 if cuda else float("nan")  # H100/H200 dense bf16 datasheet
@@ -1032,6 +1049,17 @@ def summary_table(result: dict[str, Any], cuda: bool) -> str:
             lines.append(
                 f"| {variant} | {b} | {sps:,.0f} | {NTU120_TRAIN_SAMPLES / sps:.1f} | "
                 f"{EPOCHS * NTU120_TRAIN_SAMPLES / sps / 60:.1f} | {100 * mfu:.1f}% |"
+            )
+    copy_rate = result.get("ceilings", {}).get("copy_tb_s")
+    for variant in VARIANTS:
+        fit = step_time_fit(result.get(f"{variant}_train_samples_per_s", {}))
+        if fit and fit[1] > 0:
+            fixed, per_sample = fit
+            mb = per_sample * copy_rate * 1e3 if copy_rate else None  # ms × TB/s = GB; → MB
+            traffic = f", ≈ {mb:.0f} MB per sample at the copy rate" if mb else ""
+            lines.append(
+                f"| {variant}: step ≈ {fixed:.1f} ms + {per_sample * 1e3:.0f} µs × batch{traffic} | ∞ | "
+                f"{1e3 / per_sample:,.0f} (bound at any batch) | | | |"
             )
     compare = dict(result.get("compare_modes_crossglg", {}))
     mid = compare.pop("batch", 128)

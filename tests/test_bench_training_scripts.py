@@ -70,6 +70,28 @@ def test_schedule_skips_unwarmed_configurations_and_everything_past_the_deadline
     }
 
 
+def test_step_time_fit_recovers_the_fixed_and_per_sample_cost() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from train_throughput import step_time_fit, summary_table
+
+    # steps of 4 ms + 0.15 ms per sample: 64 → 13.6 ms, 128 → 23.2 ms, 256 → 42.4 ms
+    rates = {str(b): b / (4.0 + 0.15 * b) * 1e3 for b in (64, 128, 256)}
+    fixed, per_sample = step_time_fit(rates)
+    assert fixed == pytest.approx(4.0) and per_sample == pytest.approx(0.15)
+    assert step_time_fit({"128": 5000.0}) is None  # one batch size: no line
+    result = {
+        "gpu": "test",
+        "torch": "x",
+        "compile_mode": "auto",
+        "flops_per_sample": {"baseline": 1e10, "crossglg": 1e10},
+        "crossglg_train_samples_per_s": rates,
+        "ceilings": {"copy_tb_s": 4.0},
+    }
+    # the bound at any batch is 1 / 0.15 ms; 0.15 ms at 4 TB/s is 600 MB per sample
+    assert "| ∞ | 6,667 (bound at any batch)" in summary_table(result, cuda=True)
+    assert "≈ 600 MB per sample" in summary_table(result, cuda=True)
+
+
 @pytest.mark.slow
 def test_ddp_throughput_runs_one_and_two_processes(tmp_path: Path) -> None:
     args = ["--gpus", "1", "2", "--batch", "4", "--steps", "2", "--warmup", "1", "--samples", "64"]
