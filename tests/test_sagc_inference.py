@@ -46,10 +46,10 @@ def test_fused_mixing_layer_computes_the_same_function_and_trains_as_before(c_in
 def test_mixed_kernel_matches_float64_in_the_interpreter() -> None:
     # K and N tails (48 input channels in 32-chunks, 80 output columns in 32-tiles), frames packed
     # two and four to a program with a partial last pack, packs in groups with a partial last group
-    # (11 frames, 2 × 4 per program), and the widest block's shape (256 → 256).
+    # (11 frames, 2 × 4 per program), the widest block's shape (256 → 256), and the tuned launches.
     code = """
 import json, torch
-from trainer.models.sagc_inference import MixedLaunch, check_kernels
+from trainer.models.sagc_inference import TUNED_MIXED, MixedLaunch, check_kernels
 out = {
     "default": check_kernels("cpu", torch.float16, frames=3, d=8, c=64, n=64),
     "tails": check_kernels("cpu", torch.float16, frames=5, d=16, c=48, n=80,
@@ -59,6 +59,8 @@ out = {
                             launch=MixedLaunch(pack=2, groups=4)),
     "wide": check_kernels("cpu", torch.float16, frames=2, d=32, c=256, n=256),
 }
+for (c, n), launch in TUNED_MIXED.items():  # every launch pasted from the GPU sweep, at its own shape
+    out[f"tuned {c}->{n}"] = check_kernels("cpu", torch.float16, frames=3, d=16, c=c, n=n, launch=launch)
 print(json.dumps(out))
 """
     result = run_in_interpreter(code)

@@ -54,8 +54,13 @@ class MixedLaunch:
 
 MIXED_LAUNCH = MixedLaunch()
 # Per (C, C') of the model's blocks: the fastest launch found by bench/sagc_inference_tuning.py at
-# eval batch 256 on the GPU it will run on; other shapes take MIXED_LAUNCH.
-TUNED_MIXED: dict[tuple[int, int], MixedLaunch] = {}
+# eval batch 256 on the GPU it will run on; other shapes take MIXED_LAUNCH. Measured on an H100
+# (2026-12-06, bench/results/sagc_inference_tuning_2026-12-06_s9_partial.log): at 128 → 128 this
+# launch takes 0.758 ms for the forward's two calls against 0.819 ms for the two-step path (0.06 ms of a
+# ~11 ms eval forward: fused_mixing stays off); the other shapes' sweeps did not finish in 70 s each.
+TUNED_MIXED: dict[tuple[int, int], MixedLaunch] = {
+    (128, 128): MixedLaunch(pack=2, groups=1, block_k=64, block_n=256, num_warps=4, num_stages=2),
+}
 
 
 def mixed_launch(c: int, n: int) -> MixedLaunch:
