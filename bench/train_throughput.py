@@ -987,6 +987,12 @@ def plot_throughput(result: dict[str, Any], path: Path) -> Path | None:
         ax.bar_label(bars, labels=[f"{y:,.0f}" for y in ys], fontsize=7)
     ax.axhline(TRAIN_TARGET, color="grey", linestyle="--", linewidth=1)
     ax.text(-0.4, TRAIN_TARGET, f"target {TRAIN_TARGET:,}", va="bottom", fontsize=7, color="grey")
+    fit = step_time_fit(result.get("crossglg_train_samples_per_s", {}))
+    if fit and fit[1] > 0:  # what no batch size reaches at today's cost per sample
+        bound = 1e3 / fit[1]
+        ax.axhline(bound, color="tab:orange", linestyle=":", linewidth=1)
+        label = f"crossglg at any batch ≤ {bound:,.0f}"
+        ax.text(-0.4, bound, label, va="bottom", fontsize=7, color="tab:orange")
     ax.set_xticks(
         [j + width * (len(VARIANTS) - 1) / 2 for j in range(len(batches))], [str(b) for b in batches]
     )
