@@ -6,7 +6,8 @@ training step (model + loss) through ``torch.compile`` with AOTAutograd's min-cu
 partition Inductor gets — and sums the forward graph's saved outputs by dtype, in activation units
 (one unit = the bf16 features of the first blocks, ``N·M × 64 × 64 × 25`` elements: ~52 MB at
 batch 128), listing the largest. It also sums the forward graph's activation-sized intermediates by
-dtype (before fusion: where fp32 runs).
+dtype (before fusion: where fp32 runs), and the training rate those saved bytes alone allow at
+``--copy-tb-s`` (written once and read once per sample).
 
 On the CPU it runs under bf16 autocast with the Triton ops through Triton's interpreter (so the
 attention path is the GPU's custom op), and with ``layer_norm`` in fp32 as CUDA's autocast runs it
@@ -140,6 +141,24 @@ def saved_activations(
     }
 
 
+def traffic_floor(result: dict[str, Any], copy_tb_s: float) -> dict[str, float]:
+    """What the saved activations alone cost per training sample at ``copy_tb_s`` (TB/s): each is
+    written in the forward and read in the backward, so no schedule that saves them moves fewer bytes.
+
+    Returns the saved MB per sample, the µs per sample for writing and reading them once at the copy
+    rate, and the samples/s that time allows (an upper bound on the training rate from these bytes
+    alone: the gradients, the forward's other traffic and the FLOPs come on top).
+    """
+    saved_bytes = result["saved_units_total"] * result["unit_bytes"] / result["batch"]
+    us = 2 * saved_bytes / (copy_tb_s * 1e12) * 1e6
+    return {
+        "copy_tb_s": copy_tb_s,
+        "saved_mb_per_sample": round(saved_bytes / 1e6, 2),
+        "write_and_read_us_per_sample": round(us, 2),
+        "samples_per_s_bound": round(1e6 / us),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -149,6 +168,12 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "saved_activations.json"
     )
+    parser.add_argument(
+        "--copy-tb-s",
+        type=float,
+        default=3.01,
+        help="device copy rate for the traffic floor (TB/s; measured: H100 3.01, H200 4.23)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -157,6 +182,7 @@ def main() -> None:
     if args.quick:
         options.setdefault("base_channels", 16)
     result = saved_activations(args.batch, options, device, frames=16 if args.quick else 64)
+    result["traffic_floor"] = floor = traffic_floor(result, args.copy_tb_s)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for row in result["largest_saved"][:12]:
@@ -166,6 +192,11 @@ def main() -> None:
     total = result["saved_units_total"]
     print(f"saved for the backward (activation units): {result['saved_units_by_dtype']}, total {total}")
     print(f"forward intermediates (units, before fusion): {result['forward_intermediate_units_by_dtype']}")
+    print(
+        f"per sample: {floor['saved_mb_per_sample']} MB saved; written and read once at "
+        f"{args.copy_tb_s} TB/s: {floor['write_and_read_us_per_sample']} µs, so at most "
+        f"{floor['samples_per_s_bound']:,} samples/s from these bytes alone"
+    )
     print(f"wrote {args.out}")
 
 

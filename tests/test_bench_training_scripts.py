@@ -337,3 +337,16 @@ def test_saved_activations_counts_the_fp32_the_dtype_switches_remove(tmp_path: P
         > 2 * default["forward_intermediate_units_by_dtype"]["float32"]
     )
     assert default["saved_units_total"] < fp32["saved_units_total"]
+    # fewer saved bytes, a higher bound on the rate
+    assert default["traffic_floor"]["samples_per_s_bound"] > fp32["traffic_floor"]["samples_per_s_bound"]
+
+
+def test_saved_activations_traffic_floor_writes_and_reads_each_saved_byte_once() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from saved_activations import traffic_floor
+
+    # 10 units of 1 MB over a batch of 2: 5 MB per sample, written and read at 1 TB/s: 10 µs
+    floor = traffic_floor({"saved_units_total": 10.0, "unit_bytes": 1_000_000, "batch": 2}, copy_tb_s=1.0)
+    assert floor["saved_mb_per_sample"] == 5.0
+    assert floor["write_and_read_us_per_sample"] == 10.0
+    assert floor["samples_per_s_bound"] == 100_000
