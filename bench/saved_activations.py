@@ -33,35 +33,27 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are defined
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-import yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dataspec import load_spec  # noqa: E402
+from trainer.config import parse_override  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
 from trainer.models.losses import crossglg_loss  # noqa: E402
 
 
-def cuda_layer_norm_policy() -> None:
-    """Make CPU autocast run ``nn.LayerNorm`` in fp32 on an fp32 copy of its input, as CUDA's does."""
-    plain = torch.nn.LayerNorm.forward
-
-    def forward(self: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_autocast_enabled("cpu"):
-            return plain(self, x)
-        with torch.autocast("cpu", enabled=False):
-            return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps)
-
-    torch.nn.LayerNorm.forward = forward  # type: ignore[method-assign]
+def cuda_layer_norm_forward(self: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """``nn.LayerNorm.forward`` as CUDA's autocast runs it: in fp32 on an fp32 copy of the input (CPU
+    autocast keeps bf16). Under CPU autocast only; plain otherwise."""
+    if not torch.is_autocast_enabled("cpu"):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+    with torch.autocast("cpu", enabled=False):
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps)
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs (values read as YAML) → encoder options."""
-    options = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        options[key] = yaml.safe_load(value)
-    return options
+    """``key=value`` pairs (values read as YAML, as ``--set`` reads them) → encoder options."""
+    return {".".join(keys): value for keys, value in map(parse_override, items)}
 
 
 def saved_activations(
@@ -177,7 +169,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
-        cuda_layer_norm_policy()
+        torch.nn.LayerNorm.forward = cuda_layer_norm_forward  # type: ignore[method-assign]
     options = parse_options(args.options)
     if args.quick:
         options.setdefault("base_channels", 16)
