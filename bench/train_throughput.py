@@ -45,7 +45,13 @@ from trainer.engine.step import (  # noqa: E402
     make_sgd,
     train_step,
 )
-from trainer.models import frame_matmul, sagc_attention, sagc_epilogue, sagc_inference  # noqa: E402
+from trainer.models import (  # noqa: E402
+    frame_matmul,
+    layernorm_linear,
+    sagc_attention,
+    sagc_epilogue,
+    sagc_inference,
+)
 from trainer.models.batchnorm_kernels import use_kernel_batchnorm  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
 
@@ -126,6 +132,8 @@ def build(
         options.update(stem_in_compute_dtype=False, norm_in_input_dtype=False)
     if "idxpool" in CANDIDATES["on"]:
         options["index_free_pool"] = False
+    if "nofusednorm" in CANDIDATES["on"]:
+        options["fused_norm"] = False
     if "dense" in CANDIDATES["on"] or "strided" in CANDIDATES["on"]:
         options["dense_branches"] = "strided" not in CANDIDATES["on"]
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
@@ -641,6 +649,14 @@ def main() -> None:
             for c, n in ((64, 64), (128, 256), (256, 256))
         }
         print("sagc epilogue kernels vs float64", json.dumps(result["sagc_epilogue_check"]), flush=True)
+        result["layernorm_linear_check"] = {
+            f"{str(dt).removeprefix('torch.')} rows={rows} c={c} n={n}": layernorm_linear.check_kernels(
+                args.device, dt, rows=rows, c=c, n=n
+            )
+            for dt in (torch.bfloat16, torch.float16)
+            for rows, c, n in ((4099, 64, 48), (2051, 128, 96), (1027, 256, 192))
+        }
+        print("layernorm_linear kernels vs float64", json.dumps(result["layernorm_linear_check"]), flush=True)
         save()
     if "train" in args.sections:
         for variant in args.variants:
@@ -773,6 +789,7 @@ MODEL_CANDIDATES = {
     "fp32dtypes": "before 2026-12-06: the stem's output promoted to fp32 and autocast's fp32 LayerNorm "
     "(InfoGCN stem_in_compute_dtype / norm_in_input_dtype off)",
     "idxpool": "before 2026-12-06: the TCN's max-pool with int64 argmax indices (index_free_pool off)",
+    "nofusednorm": "SA-GC's LayerNorm and query/key projection as two ops (InfoGCN fused_norm off)",
 }
 CANDIDATES: dict[str, set[str]] = {"on": set(), "default": set()}
 

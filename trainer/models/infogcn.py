@@ -37,6 +37,7 @@ from trainer.models.base import BN_STATE_KEYS, SkeletonEncoder, TemporalConvBN, 
 from trainer.models.batchnorm_kernels import bn_act
 from trainer.models.frame_matmul import frame_matmul
 from trainer.models.graph import SkeletonGraph
+from trainer.models.layernorm_linear import layernorm_linear
 from trainer.models.registry import register_encoder
 from trainer.models.sagc_attention import sagc_attention
 from trainer.models.sagc_epilogue import Epilogue, batchnorm_affine, uses_running_statistics
@@ -106,9 +107,12 @@ class SelfAttentionGraphConv(nn.Module):
         fused_mixing: bool = False,
         fused_epilogue: bool = True,
         norm_in_input_dtype: bool = True,
+        fused_norm: bool = True,
     ):
         super().__init__()
         self.heads = heads
+        # the LayerNorm inside the query/key projection's kernel (trainer/models/layernorm_linear.py)
+        self.fused_norm = fused_norm
         # under autocast, LayerNorm in the features' dtype (no fp32 copy kept for the backward)
         self.norm_in_input_dtype = norm_in_input_dtype
         self.fused = fused  # one kernel for the attention path (trainer/models/sagc_attention.py)
@@ -144,9 +148,23 @@ class SelfAttentionGraphConv(nn.Module):
         """The attention's LayerNorm of the feature rows (:func:`norm_in_input_dtype` where chosen)."""
         return norm_in_input_dtype(self.attn_norm, rows) if self.norm_in_input_dtype else self.attn_norm(rows)
 
+    def project_qk(self, rows: Tensor) -> Tensor:
+        """Queries and keys ``[..., 2·H·d]`` of the layer-normed feature rows ``[..., C]``.
+
+        With ``fused_norm`` (and the LayerNorm in the rows' dtype) one op normalises and projects
+        (:func:`layernorm_linear`: one kernel per direction on CUDA, the normalised rows never
+        written in the forward); the same function as ``to_qk(norm(rows))`` up to rounding.
+        """
+        device = rows.device.type
+        same_dtype = not torch.is_autocast_enabled(device) or torch.get_autocast_dtype(device) == rows.dtype
+        if self.fused_norm and self.norm_in_input_dtype and same_dtype:
+            norm, proj = self.attn_norm, self.to_qk
+            return layernorm_linear(rows, norm.weight, norm.bias, proj.weight, proj.bias, norm.eps)
+        return self.to_qk(self.norm(rows))
+
     def attention(self, x: Tensor) -> Tensor:
         """Per-frame joint attention ``[B, T, heads, V, V]`` from features ``[B, C, T, V]``."""
-        y = self.to_qk(self.norm(x.permute(0, 2, 3, 1)))  # [B, T, V, 2·H·d]
+        y = self.project_qk(x.permute(0, 2, 3, 1))  # [B, T, V, 2·H·d]
         q, k = y.unflatten(-1, (2, self.heads, self.qk_dim)).permute(3, 0, 1, 4, 2, 5)  # [B, T, H, V, d]
         b, t, h, v, d = q.shape
         # Per-frame [V, d] @ [d, V] products: on CUDA the Triton kernels (V = 25, d = C/8 are too
@@ -166,7 +184,7 @@ class SelfAttentionGraphConv(nn.Module):
         # (smaller) attention maps.
         rows = x.permute(0, 2, 3, 1)  # [B, T, V, C]: a free view of the channels-last features
         weight = self.mix.weight.view(out, h, c).transpose(0, 1)  # [H, C', C]
-        qk = self.to_qk(self.norm(rows)).reshape(b * t, v, -1) if self.fused else None
+        qk = self.project_qk(rows).reshape(b * t, v, -1) if self.fused else None
         shortcut = (
             x if isinstance(self.down, nn.Identity) else bn_act(self.down[1], pointwise(self.down[0], x))
         )
@@ -334,7 +352,7 @@ class InfoGCNBlock(nn.Module):
         **gc_options: bool,
     ):
         """``gc_options``: :class:`SelfAttentionGraphConv`'s switches (``fused``, ``fused_mixing``,
-        ``fused_epilogue``, ``norm_in_input_dtype``)."""
+        ``fused_epilogue``, ``norm_in_input_dtype``, ``fused_norm``)."""
         super().__init__()
         self.out_channels = out_channels
         self.gc = SelfAttentionGraphConv(in_channels, out_channels, num_joints, heads, **gc_options)
@@ -393,6 +411,10 @@ class InfoGCN(SkeletonEncoder):
         norm_in_input_dtype: under autocast, SA-GC's LayerNorm runs in the features' dtype (fp32
             statistics inside) instead of autocast's fp32, whose fp32 copy of the input autograd kept
             for the backward (see :func:`norm_in_input_dtype`).
+        fused_norm: SA-GC's LayerNorm and query/key projection as one op, one Triton kernel per
+            direction on CUDA (:mod:`trainer.models.layernorm_linear`): the normalised rows are not
+            written in the forward, and the backward applies the LayerNorm backward to the projection's
+            row gradient in registers (same function up to rounding; needs ``norm_in_input_dtype``).
         stem_in_compute_dtype: the stem's output takes the compute dtype (the fp32 positional
             embedding is cast) instead of being promoted to fp32, which ran the data BatchNorm and the
             first three blocks' residual stream in fp32 under autocast, forward and backward.
@@ -424,6 +446,7 @@ class InfoGCN(SkeletonEncoder):
         fused_mixing: bool = False,
         fused_epilogue: bool = True,
         norm_in_input_dtype: bool = True,
+        fused_norm: bool = True,
         stem_in_compute_dtype: bool = True,
         index_free_pool: bool = True,
     ):
@@ -435,6 +458,7 @@ class InfoGCN(SkeletonEncoder):
             "fused_mixing": fused_mixing,
             "fused_epilogue": fused_epilogue,
             "norm_in_input_dtype": norm_in_input_dtype,
+            "fused_norm": fused_norm,
         }
         self.num_classes = num_classes
         self.num_joints = v
