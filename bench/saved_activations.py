@@ -2,8 +2,8 @@
 
 Every saved activation is written once in the forward and read at least once in the backward, so in
 this bandwidth-bound step its bytes are a floor of the traffic it costs. This bench traces the real
-training step (model + loss) through ``torch.compile`` with AOTAutograd's min-cut partitioner — the
-partition Inductor gets — and sums the forward graph's saved outputs by dtype, in activation units
+training step (model + loss) through ``torch.compile`` with Inductor's decompositions and AOTAutograd's
+min-cut partitioner — the partition Inductor gets — and sums the forward graph's saved outputs by dtype, in activation units
 (one unit = the bf16 features of the first blocks, ``N·M × 64 × 64 × 25`` elements: ~52 MB at
 batch 128), listing the largest. It also sums the forward graph's activation-sized intermediates by
 dtype (before fusion: where fp32 runs), and the training rate those saved bytes alone allow at
@@ -57,13 +57,20 @@ def parse_options(items: list[str]) -> dict[str, Any]:
 
 
 def saved_activations(
-    batch: int, options: dict[str, Any], device: torch.device, frames: int = 64
+    batch: int,
+    options: dict[str, Any],
+    device: torch.device,
+    frames: int = 64,
+    inductor_decompositions: bool = True,
 ) -> dict[str, Any]:
     """Trace one training step (clips of ``frames``) and summarise its saved activations and fp32
-    intermediates."""
+    intermediates. ``inductor_decompositions``: partition the graph Inductor partitions (its
+    decomposition table applied first, as ``torch.compile`` does; BatchNorm, LayerNorm and the ReLU
+    backward become primitive ops the partitioner can recompute), else the undecomposed ATen graph."""
     from functorch.compile import make_boxed_func
     from torch._functorch.aot_autograd import aot_module_simplified
     from torch._functorch.partitioners import min_cut_rematerialization_partition
+    from torch._inductor.decomposition import select_decomp_table
 
     graphs: dict[str, torch.fx.GraphModule] = {}
 
@@ -81,6 +88,7 @@ def saved_activations(
             fw_compiler=keep("forward"),
             bw_compiler=keep("backward"),
             partition_fn=min_cut_rematerialization_partition,
+            decompositions=select_decomp_table() if inductor_decompositions else None,
         )
 
     spec = load_spec("ntu120")
@@ -124,6 +132,7 @@ def saved_activations(
         "batch": batch,
         "frames": frames,
         "options": options,
+        "inductor_decompositions": inductor_decompositions,
         "unit_bytes": unit,
         "saved_tensors": len(saved),
         "saved_units_by_dtype": {k: round(v, 2) for k, v in sorted(by_dtype.items())},
@@ -166,6 +175,11 @@ def main() -> None:
         default=3.01,
         help="device copy rate for the traffic floor (TB/s; measured: H100 3.01, H200 4.23)",
     )
+    parser.add_argument(
+        "--aten-graph",
+        action="store_true",
+        help="partition the undecomposed ATen graph (before 2026-12-07: counted more than Inductor saves)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -173,7 +187,10 @@ def main() -> None:
     options = parse_options(args.options)
     if args.quick:
         options.setdefault("base_channels", 16)
-    result = saved_activations(args.batch, options, device, frames=16 if args.quick else 64)
+    frames = 16 if args.quick else 64
+    result = saved_activations(
+        args.batch, options, device, frames, inductor_decompositions=not args.aten_graph
+    )
     result["traffic_floor"] = floor = traffic_floor(result, args.copy_tb_s)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
