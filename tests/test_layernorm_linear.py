@@ -23,9 +23,10 @@ def test_fallback_is_the_two_op_function_in_the_inputs_dtype() -> None:
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
-@pytest.mark.parametrize("rows, c, n", [(1000, 64, 48), (70, 256, 192), (33, 40, 24)])
+@pytest.mark.parametrize("rows, c, n", [(1000, 64, 48), (70, 256, 192), (33, 40, 24), (50, 64, 100)])
 def test_kernels_match_float64_in_the_interpreter(rows: int, c: int, n: int) -> None:
-    # rows not a multiple of the row tile; c = 40, n = 24 and 48, 192: masked column tails.
+    # rows not a multiple of the row tile; c = 40, n = 24 and 48, 192: masked column tails; n = 100:
+    # two 64-column chunks of the weight, the second masked.
     code = (
         "import json, torch; from trainer.models.layernorm_linear import check_kernels; "
         f"print(json.dumps(check_kernels('cpu', torch.float16, rows={rows}, c={c}, n={n})))"

@@ -85,6 +85,15 @@ def _width_tile(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
+COLUMN_CHUNK = 64  # output columns per weight chunk: Wᵀ [C, 64] is ≤ 32 KB of shared memory
+
+
+def _column_chunks(n: int) -> tuple[int, int]:
+    """The output-column tile and how many of them cover ``n`` columns."""
+    bn = min(COLUMN_CHUNK, _width_tile(n))
+    return bn, triton.cdiv(n, bn)
+
+
 if triton is not None:
 
     @triton.jit
@@ -104,33 +113,35 @@ if triton is not None:
     @triton.jit
     def _forward_kernel(
         x_ptr, g_ptr, b_ptr, w_ptr, bias_ptr, out_ptr, rows, C, N, sx, so, eps,
-        HAS_BIAS: tl.constexpr, BM: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
+        HAS_BIAS: tl.constexpr, BM: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr, N_CHUNKS: tl.constexpr,
     ):  # fmt: skip
+        # The normalised tile [BM, BC] stays in registers; the output columns go BN at a time, so a
+        # weight chunk Wᵀ [BC, BN] is all the product holds besides it.
         rr = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM)
         rc = tl.arange(0, BC)
-        rn = tl.arange(0, BN)
         xhat, gamma, beta, _ = _normalised_rows(x_ptr, g_ptr, b_ptr, rr, rc, rows, C, sx, eps)
         normed = (xhat * gamma[None, :] + beta[None, :]).to(x_ptr.dtype.element_ty)
-        wmask = (rc[:, None] < C) & (rn[None, :] < N)
-        wt = tl.load(w_ptr + rn[None, :] * C + rc[:, None], mask=wmask, other=0.0)  # Wᵀ [BC, BN]
-        acc = tl.dot(normed, wt)
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-        omask = (rr[:, None] < rows) & (rn[None, :] < N)
-        tl.store(out_ptr + rr[:, None] * so + rn[None, :], acc.to(out_ptr.dtype.element_ty), omask)
+        for chunk in tl.static_range(N_CHUNKS):
+            rn = chunk * BN + tl.arange(0, BN)
+            wmask = (rc[:, None] < C) & (rn[None, :] < N)
+            wt = tl.load(w_ptr + rn[None, :] * C + rc[:, None], mask=wmask, other=0.0)
+            acc = tl.dot(normed, wt)
+            if HAS_BIAS:
+                acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+            omask = (rr[:, None] < rows) & (rn[None, :] < N)
+            tl.store(out_ptr + rr[:, None] * so + rn[None, :], acc.to(out_ptr.dtype.element_ty), omask)
 
     @triton.jit
     def _backward_kernel(
         dout_ptr, x_ptr, g_ptr, b_ptr, w_ptr, dx_ptr, normed_ptr, dnorm_part_ptr, dbias_part_ptr,
         rows, C, N, sd, sx, eps,
-        BM: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
+        BM: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr, N_CHUNKS: tl.constexpr,
     ):  # fmt: skip
         # dx, the normalised rows (for the weight gradient) and this program's sums for the
         # LayerNorm parameters' gradients [2, C] and the bias gradient [N].
         pid = tl.program_id(0)
         rr = pid.to(tl.int64) * BM + tl.arange(0, BM)
         rc = tl.arange(0, BC)
-        rn = tl.arange(0, BN)
         rmask = rr < rows
         cmask = rc < C
         xhat, gamma, beta, rstd = _normalised_rows(x_ptr, g_ptr, b_ptr, rr, rc, rows, C, sx, eps)
@@ -139,10 +150,19 @@ if triton is not None:
         tl.store(
             normed_ptr + tile, (xhat * gamma[None, :] + beta[None, :]).to(normed_ptr.dtype.element_ty), tmask
         )
-        dmask = rmask[:, None] & (rn[None, :] < N)
-        dout = tl.load(dout_ptr + rr[:, None] * sd + rn[None, :], mask=dmask, other=0.0)
-        w = tl.load(w_ptr + rn[:, None] * C + rc[None, :], mask=(rn[:, None] < N) & cmask[None, :], other=0.0)
-        dnormed = tl.dot(dout, w)  # [BM, BC] fp32: the gradient of the normalised rows
+        # the gradient of the normalised rows, dout @ W, over BN output columns at a time
+        dnormed = tl.zeros((BM, BC), dtype=tl.float32)
+        for chunk in tl.static_range(N_CHUNKS):
+            rn = chunk * BN + tl.arange(0, BN)
+            nmask = rn < N
+            dout = tl.load(
+                dout_ptr + rr[:, None] * sd + rn[None, :], mask=rmask[:, None] & nmask[None, :], other=0.0
+            )
+            w = tl.load(
+                w_ptr + rn[:, None] * C + rc[None, :], mask=nmask[:, None] & cmask[None, :], other=0.0
+            )
+            dnormed += tl.dot(dout, w)
+            tl.store(dbias_part_ptr + pid.to(tl.int64) * N + rn, tl.sum(dout.to(tl.float32), 0), nmask)
         dxhat = dnormed * gamma[None, :]
         mean_dxhat = tl.sum(dxhat, 1) / C
         mean_dxhat_xhat = tl.sum(dxhat * xhat, 1) / C
@@ -151,7 +171,6 @@ if triton is not None:
         part = dnorm_part_ptr + pid.to(tl.int64) * 2 * C
         tl.store(part + rc, tl.sum(dnormed * xhat, 0), cmask)  # d γ
         tl.store(part + C + rc, tl.sum(dnormed, 0), cmask)  # d β
-        tl.store(dbias_part_ptr + pid.to(tl.int64) * N + rn, tl.sum(dout.to(tl.float32), 0), rn < N)
 
 
 @torch.library.custom_op("crossglg::layernorm_linear", mutates_args=())
@@ -166,7 +185,7 @@ def _layernorm_linear_op(
         _forward_kernel[(triton.cdiv(rows, bm),)](
             x, norm_weight, norm_bias, weight, bias if bias is not None else weight, out,
             rows, c, n, x.stride(0), out.stride(0), eps,
-            bias is not None, bm, _width_tile(c), _width_tile(n),
+            bias is not None, bm, _width_tile(c), *_column_chunks(n),
         )  # fmt: skip
     return out
 
@@ -198,7 +217,7 @@ def layernorm_linear_backward(
         _backward_kernel[(programs,)](
             dout, x, norm_weight, norm_bias, weight, dx, normed, dnorm_part, dbias_part,
             rows, c, n, dout.stride(0), x.stride(0), eps,
-            bm, _width_tile(c), _width_tile(n),
+            bm, _width_tile(c), *_column_chunks(n),
         )  # fmt: skip
     dnorm = dnorm_part.sum(0)
     dweight = torch.mm(dout.t(), normed)
