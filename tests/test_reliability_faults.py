@@ -187,4 +187,7 @@ def test_cli_generate_ntu120_at_30_percent_faults_completes_everything(tmp_path:
     assert all(d.is_current and d.text == VALID_TEXT for d in rows)
     assert not any(INJECTED in d.text for d in rows)
     assert sum(c.status == "ok" for c in calls) == 2 * 120
-    assert len(calls) == injector.requests
+    # Every request the server read is one logged call. An attempt that timed out or lost its
+    # connection before the server read it (a loaded machine; 2026-12-07: 5 of 356) is logged as
+    # well, as one of the failures beyond the injected ones.
+    assert 0 <= len(calls) - injector.requests <= extra, (len(calls), injector.requests, extra)
