@@ -2,12 +2,13 @@
 
 Every saved activation is written once in the forward and read at least once in the backward, so in
 this bandwidth-bound step its bytes are a floor of the traffic it costs. This bench traces the real
-training step (model + loss) through ``torch.compile`` with Inductor's decompositions and AOTAutograd's
-min-cut partitioner — the partition Inductor gets — and sums the forward graph's saved outputs by dtype, in activation units
-(one unit = the bf16 features of the first blocks, ``N·M × 64 × 64 × 25`` elements: ~52 MB at
-batch 128), listing the largest. It also sums the forward graph's activation-sized intermediates by
-dtype (before fusion: where fp32 runs), and the training rate those saved bytes alone allow at
-``--copy-tb-s`` (written once and read once per sample).
+training step (model + loss) through ``torch.compile`` with Inductor's decompositions and
+AOTAutograd's min-cut partitioner — the partition Inductor gets — and sums the forward graph's saved
+outputs by dtype, in activation units (one unit = the bf16 features of the first blocks,
+``N·M × 64 × 64 × 25`` elements: ~52 MB at batch 128), listing the largest. It also sums the
+forward graph's activation-sized intermediates by dtype (before fusion: where fp32 runs; Inductor's
+decompositions run every BatchNorm in fp32 there), and the training rate those saved bytes alone
+allow at ``--copy-tb-s`` (written once and read once per sample).
 
 On the CPU it runs under bf16 autocast with the Triton ops through Triton's interpreter (so the
 attention path is the GPU's custom op), and with ``layer_norm`` in fp32 as CUDA's autocast runs it

@@ -132,8 +132,8 @@ def build(
         options.update(stem_in_compute_dtype=False, norm_in_input_dtype=False)
     if "idxpool" in CANDIDATES["on"]:
         options["index_free_pool"] = False
-    if "nofusednorm" in CANDIDATES["on"]:
-        options["fused_norm"] = False
+    if "fusednorm" in CANDIDATES["on"]:
+        options["fused_norm"] = True
     if "dense" in CANDIDATES["on"] or "strided" in CANDIDATES["on"]:
         options["dense_branches"] = "strided" not in CANDIDATES["on"]
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
@@ -789,7 +789,8 @@ MODEL_CANDIDATES = {
     "fp32dtypes": "before 2026-12-06: the stem's output promoted to fp32 and autocast's fp32 LayerNorm "
     "(InfoGCN stem_in_compute_dtype / norm_in_input_dtype off)",
     "idxpool": "before 2026-12-06: the TCN's max-pool with int64 argmax indices (index_free_pool off)",
-    "nofusednorm": "SA-GC's LayerNorm and query/key projection as two ops (InfoGCN fused_norm off)",
+    "fusednorm": "SA-GC's LayerNorm inside its query/key projection, one Triton op per direction "
+    "(InfoGCN fused_norm, trainer/models/layernorm_linear.py)",
 }
 CANDIDATES: dict[str, set[str]] = {"on": set(), "default": set()}
 
