@@ -3,9 +3,10 @@
 For each input width of InfoGCN's SA-GC layers at a training batch (rows = N·M·T·V), times forward and
 forward + backward of (a) :func:`trainer.models.layernorm_linear.layernorm_linear` (one Triton kernel
 per direction), (b) ``F.layer_norm`` + ``F.linear`` eagerly and (c) the same two ops through
-``torch.compile`` (Inductor's LayerNorm kernels + cuBLAS), in bf16 with CUDA events (median of
-``--iters``), and prints the bytes each moves at least (``x`` read and the projection written; the
-backward reads both again and writes ``dx``) against the measured time. No model compile, so it fits
+``torch.compile`` (Inductor's LayerNorm kernels + cuBLAS), in bf16 as GPU time (``--iters`` calls
+replayed in a CUDA graph, ``batchnorm_bandwidth.time_call``). The JSON also holds the bytes each
+shape moves at least (``x`` read and the projection written; the backward reads both again and
+writes ``dx``), to set against the times. No model compile, so it fits
 in a short GPU call::
 
     python bench/layernorm_linear_bench.py                 # batch 128 shapes on the GPU
@@ -18,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +27,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from batchnorm_bandwidth import time_call  # noqa: E402
 
 from trainer.models.layernorm_linear import kernels_apply, layernorm_linear  # noqa: E402
 
@@ -50,26 +53,6 @@ def fused(
     return layernorm_linear(x, g, b, w, bias, 1e-5)
 
 
-def time_ms(fn: Callable[[], object], iters: int, device: torch.device) -> float:
-    """Median milliseconds of ``fn`` (CUDA events on a GPU, wall clock elsewhere)."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def bench_shape(c: int, rows: int, device: torch.device, dtype: torch.dtype, iters: int) -> dict[str, object]:
     """Forward and forward + backward times of the three paths at one shape."""
     n = 3 * c // 4
@@ -85,12 +68,12 @@ def bench_shape(c: int, rows: int, device: torch.device, dtype: torch.dtype, ite
     row: dict[str, object] = {"c": c, "n": n, "rows": rows, "fused_kernels": kernels_apply(x, params[2])}
     for name, fn in paths.items():
         with torch.no_grad():
-            row[f"{name}_forward_ms"] = round(time_ms(lambda fn=fn: fn(x, *params), iters, device), 4)
+            row[f"{name}_forward_ms"] = round(1e3 * time_call(lambda fn=fn: fn(x, *params), device, iters), 4)
 
         def step(fn: Callable = fn) -> None:
             fn(x, *params).backward(grad)
 
-        row[f"{name}_train_ms"] = round(time_ms(step, iters, device), 4)
+        row[f"{name}_train_ms"] = round(1e3 * time_call(step, device, iters), 4)
     size = torch.finfo(dtype).bits // 8
     forward_bytes = rows * (c + n) * size  # x read, projection written
     row["forward_min_mb"] = round(forward_bytes / 1e6, 1)
@@ -102,7 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--iters", type=int, default=20, help="calls per timed CUDA graph")
     parser.add_argument("--quick", action="store_true", help="tiny shapes (checks the script on the CPU)")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "layernorm_linear_bench.json"

@@ -214,8 +214,9 @@ def layernorm_linear_backward(
     normed = torch.empty_like(dx)
     bm = row_tile(c)
     programs = triton.cdiv(rows, bm)
-    dnorm_part = torch.zeros(programs, 2, c, device=x.device, dtype=torch.float32)
-    dbias_part = torch.zeros(programs, n, device=x.device, dtype=torch.float32)
+    # every program writes its whole row of partial sums
+    dnorm_part = torch.empty(programs, 2, c, device=x.device, dtype=torch.float32)
+    dbias_part = torch.empty(programs, n, device=x.device, dtype=torch.float32)
     if rows:
         _backward_kernel[(programs,)](
             dout, x, norm_weight, norm_bias, weight, dx, normed, dnorm_part, dbias_part,
