@@ -355,3 +355,45 @@ def test_saved_activations_traffic_floor_writes_and_reads_each_saved_byte_once()
     assert floor["saved_mb_per_sample"] == 5.0
     assert floor["write_and_read_us_per_sample"] == 10.0
     assert floor["samples_per_s_bound"] == 100_000
+
+
+def test_block_shapes_cover_the_nine_blocks_with_their_frames() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from block_throughput import block_shapes
+
+    shapes = block_shapes(64)
+    assert sum(s.count for s in shapes) == 9
+    assert [(s.in_channels, s.out_channels, s.stride, s.frames) for s in shapes] == [
+        (64, 64, 1, 64),
+        (64, 128, 2, 64),
+        (128, 128, 1, 32),
+        (128, 256, 2, 32),
+        (256, 256, 1, 16),
+    ]
+
+
+def test_block_throughput_quick_times_each_shape_per_setting(tmp_path: Path) -> None:
+    out_file = tmp_path / "blocks.json"
+    args = ["bench/block_throughput.py", "--quick", "--compare", "fused_norm", "--out", str(out_file)]
+    printed = _run(args)
+    result = json.loads(out_file.read_text())
+    assert set(result["settings"]) == {"default", "fused_norm"}
+    assert result["settings"]["fused_norm"]["options"] == {"fused_norm": True}
+    for setting in result["settings"].values():
+        assert len(setting["blocks"]) == 5
+        assert all(b["train_ms"] > b["forward_ms"] > 0 for b in setting["blocks"])
+        total = sum(b["train_ms"] * b["count"] for b in setting["blocks"])
+        assert setting["blocks_train_ms_per_step"] == pytest.approx(total, rel=1e-3)
+    assert "| 64->64/s1 T=16 | 3 |" in printed
+
+
+def test_block_throughput_rejects_a_malformed_option() -> None:
+    proc = subprocess.run(
+        [sys.executable, "bench/block_throughput.py", "--quick", "--options", "fused_norm=maybe"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "bad option 'fused_norm=maybe'" in proc.stderr
