@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from triton_helpers import HAS_TRITON, NO_TRITON_REASON
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -397,3 +398,31 @@ def test_block_throughput_rejects_a_malformed_option() -> None:
     )
     assert proc.returncode != 0
     assert "bad option 'fused_norm=maybe'" in proc.stderr
+
+
+def test_op_roofline_quick_times_every_non_inductor_op_against_its_floor(tmp_path: Path) -> None:
+    out_file = tmp_path / "ops.json"
+    printed = _run(["bench/op_roofline.py", "--device", "cpu", "--quick", "--out", str(out_file)])
+    result = json.loads(out_file.read_text())
+    names = {row["op"] for row in result["ops"]}
+    assert {"mixing GEMM (3 heads)", "attention (ours)", "dilated conv d=1", "dilated conv d=2"} <= names
+    # the two channel-doubling blocks carry both shortcut GEMMs, the others none
+    shortcuts = [row["block"] for row in result["ops"] if "shortcut" in row["op"]]
+    assert sorted(set(shortcuts)) == ["128->256/s2 T=8", "64->128/s2 T=16"] and len(shortcuts) == 4
+    for row in result["ops"]:
+        assert row["train_ms"] > 0 and row["train_gb"] > 0
+        assert row["of_floor"] == pytest.approx(row["floor_ms"] / row["train_ms"], rel=0.02)
+    total = sum(v["train_ms_per_step"] for v in result["per_op"].values())
+    assert result["train_ms_per_step"] == pytest.approx(total, rel=1e-3)
+    assert "| all |" in printed
+
+
+def test_op_roofline_floors_count_each_gemm_operand_once_per_pass() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from op_roofline import linear_op
+
+    op = linear_op("g", rows=10, k=4, n=6, device=torch.device("cpu"))
+    # forward: x, W read and y written; backward: dout twice, x once, dx once, dW once
+    assert op.forward_bytes == (10 * 4 + 10 * 6 + 6 * 4) * 2
+    assert op.train_bytes == op.forward_bytes + (2 * 10 * 6 + 2 * 10 * 4 + 6 * 4) * 2
+    assert op.train_flop == 6 * 10 * 4 * 6

@@ -1,0 +1,218 @@
+"""The training step's GEMMs, convolutions and SA-GC attention kernels one by one, against their floors.
+
+Session 11's bandwidth profile (``bench/train_throughput.py --sections bandwidth``, H100, batch 128)
+found Inductor's kernels — the BatchNorm / LayerNorm / ReLU / add family, half of the step — at 84%
+of the copy rate. The other half of the step is the ops Inductor does not write: cuBLAS GEMMs (the
+1×1 convolutions), cuDNN's dilated temporal convolutions and our SA-GC attention kernels. This bench
+times each of them alone, per distinct block shape of InfoGCN, forward and forward + backward as GPU
+time (``--iters`` calls replayed in a CUDA graph, ``batchnorm_bandwidth.time_call``), beside the
+least bytes each must move (its inputs read and output written; in the backward the output gradient
+read by both gradient products, the input read, the input gradient written) and its FLOPs, so each
+op's distance from the copy rate and from the matrix rate is a number, not a guess. No model
+compile: about a minute on a GPU::
+
+    python bench/op_roofline.py                   # batch 128, bf16, the H100's measured rates
+    python bench/op_roofline.py --quick           # tiny shapes on the CPU (script check)
+
+Writes ``bench/results/op_roofline.json`` (``--out`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from batchnorm_bandwidth import time_call  # noqa: E402
+from block_throughput import NUM_JOINTS, PERSONS, WINDOW, BlockShape, block_shapes  # noqa: E402
+
+from trainer.models.sagc_attention import sagc_attention  # noqa: E402
+
+HEADS = 3
+BYTES = 2  # bf16
+
+
+@dataclass
+class Op:
+    """One op of a block: a closure per direction and what it must move and compute at least."""
+
+    name: str
+    forward: Callable[[], object]
+    train: Callable[[], None]
+    forward_bytes: float  # inputs read + output written
+    train_bytes: float  # forward + the backward's least traffic
+    train_flop: float  # forward + backward
+
+
+def _leaf(*shape: int, device: torch.device, scale: float = 1.0) -> Tensor:
+    return (torch.randn(*shape, device=device) * scale).to(torch.bfloat16).requires_grad_()
+
+
+def linear_op(name: str, rows: int, k: int, n: int, device: torch.device) -> Op:
+    """``[rows, k] @ [k, n]`` as ``F.linear`` (a 1×1 convolution over channels-last rows)."""
+    x, w = _leaf(rows, k, device=device), _leaf(n, k, device=device, scale=k**-0.5)
+    grad = torch.randn(rows, n, device=device).to(torch.bfloat16)
+
+    def train() -> None:
+        F.linear(x, w).backward(grad)
+
+    io = (rows * k + rows * n + n * k) * BYTES
+    # backward: dx = dout W (reads dout, writes dx), dW = doutᵀ x (reads dout and x)
+    backward = (2 * rows * n + 2 * rows * k + n * k) * BYTES
+    return Op(name, lambda: F.linear(x, w), train, io, io + backward, 6.0 * rows * k * n)
+
+
+def conv_op(
+    name: str, batch: int, c: int, frames: int, stride: int, dilation: int, device: torch.device
+) -> Op:
+    """A multi-scale TCN branch: ``c → c`` temporal convolution, kernel 5, channels-last (cuDNN)."""
+    x = torch.randn(batch, c, frames, NUM_JOINTS, device=device).to(torch.bfloat16)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = _leaf(c, c, 5, 1, device=device, scale=(5 * c) ** -0.5)
+    pad = 2 * dilation
+
+    def run() -> Tensor:
+        return F.conv2d(x, w, None, (stride, 1), (pad, 0), (dilation, 1))
+
+    out_frames = (frames + stride - 1) // stride
+    grad = torch.randn(batch, c, out_frames, NUM_JOINTS, device=device).to(torch.bfloat16)
+    grad = grad.contiguous(memory_format=torch.channels_last)
+
+    def train() -> None:
+        run().backward(grad)
+
+    n_in, n_out = x.numel(), grad.numel()
+    io = (n_in + n_out) * BYTES
+    flop = 2.0 * n_out * c * 5
+    return Op(name, run, train, io, io + (2 * n_out + 2 * n_in) * BYTES, 3 * flop)
+
+
+def attention_op(frames_total: int, cin: int, cout: int, device: torch.device) -> Op:
+    """SA-GC's fused attention kernel (ours) at one block's shape."""
+    d = max(cin // 8, 1)
+    qk = _leaf(frames_total, NUM_JOINTS, 2 * HEADS * d, device=device)
+    topology = (torch.eye(NUM_JOINTS, device=device).repeat(HEADS, 1, 1)).requires_grad_()
+    y = _leaf(frames_total, NUM_JOINTS * HEADS, cout, device=device)
+    grad = torch.randn(frames_total, NUM_JOINTS, cout, device=device).to(torch.bfloat16)
+
+    def run() -> Tensor:
+        return sagc_attention(qk, topology, y, HEADS, d**-0.5)
+
+    def train() -> None:
+        run().backward(grad)
+
+    io = (qk.numel() + y.numel() + grad.numel()) * BYTES
+    backward = (2 * qk.numel() + 2 * y.numel() + grad.numel()) * BYTES  # qk, y, dz read; dqk, dy written
+    flop = 2.0 * frames_total * HEADS * NUM_JOINTS * NUM_JOINTS * (2 * d + cout)
+    return Op("attention (ours)", run, train, io, io + backward, 3 * flop)
+
+
+def block_ops(shape: BlockShape, batch: int, device: torch.device) -> list[Op]:
+    """The non-Inductor ops of one block, in the order the forward runs them."""
+    seqs = batch * PERSONS
+    rows_in = seqs * shape.frames * NUM_JOINTS
+    out_frames = (shape.frames + shape.stride - 1) // shape.stride
+    rows_out = seqs * out_frames * NUM_JOINTS
+    cin, cout, bc = shape.in_channels, shape.out_channels, shape.out_channels // 4
+    ops = [
+        linear_op("to_qk GEMM", rows_in, cin, 2 * HEADS * max(cin // 8, 1), device),
+        linear_op("mixing GEMM (3 heads)", rows_in, cin, HEADS * cout, device),
+        attention_op(seqs * shape.frames, cin, cout, device),
+        linear_op("TCN entry GEMM", rows_in, cout, cout, device),
+    ]
+    ops += [conv_op(f"dilated conv d={d}", seqs, bc, shape.frames, shape.stride, d, device) for d in (1, 2)]
+    if cin != cout:
+        ops.append(linear_op("SA-GC shortcut GEMM", rows_in, cin, cout, device))
+    if cin != cout or shape.stride != 1:
+        ops.append(linear_op("block shortcut GEMM (strided)", rows_out, cin, cout, device))
+    return ops
+
+
+def _figure(x: float) -> float:
+    """Three significant digits (the CPU's tiny fractions stay non-zero)."""
+    return float(f"{x:.3g}")
+
+
+def measure(op: Op, device: torch.device, iters: int, copy_tb_s: float, matmul_tflops: float) -> dict:
+    """One op's times, its floors at the given rates and the fraction of the floor it reaches."""
+    with torch.no_grad():
+        forward_s = time_call(op.forward, device, iters)
+    train_s = time_call(op.train, device, iters)
+    byte_floor_s = op.train_bytes / (copy_tb_s * 1e12)
+    flop_floor_s = op.train_flop / (matmul_tflops * 1e12)
+    return {
+        "op": op.name,
+        "forward_ms": round(1e3 * forward_s, 4),
+        "train_ms": round(1e3 * train_s, 4),
+        "train_gb": round(op.train_bytes / 1e9, 4),
+        "train_gflop": round(op.train_flop / 1e9, 2),
+        "train_tb_s": _figure(op.train_bytes / train_s / 1e12),
+        "train_tflops": _figure(op.train_flop / train_s / 1e12),
+        "floor_ms": _figure(1e3 * max(byte_floor_s, flop_floor_s)),
+        "of_floor": _figure(max(byte_floor_s, flop_floor_s) / train_s),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--iters", type=int, default=10, help="calls per timed CUDA graph")
+    parser.add_argument("--copy-tb-s", type=float, default=3.02, help="copy rate (H100, session 11: 3.02)")
+    parser.add_argument("--matmul-tflops", type=float, default=800.0, help="bf16 matrix rate (H100: ~800)")
+    parser.add_argument("--quick", action="store_true", help="batch 1, 16 frames, CPU: checks the script")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "op_roofline.json")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the trainer runs (trainer/engine/loop.py)
+    if args.quick:
+        args.batch, args.iters = 1, 1
+    shapes = block_shapes(16 if args.quick else WINDOW)
+    rows, per_op = [], {}
+    for shape in shapes:
+        for op in block_ops(shape, args.batch, device):
+            row = {"block": shape.label, "count": shape.count}
+            row.update(measure(op, device, args.iters, args.copy_tb_s, args.matmul_tflops))
+            rows.append(row)
+            total = per_op.setdefault(op.name, {"train_ms_per_step": 0.0, "floor_ms_per_step": 0.0})
+            total["train_ms_per_step"] += row["train_ms"] * shape.count
+            total["floor_ms_per_step"] += row["floor_ms"] * shape.count
+            print(json.dumps(row), flush=True)
+    step_ms = sum(t["train_ms_per_step"] for t in per_op.values())
+    floor_ms = sum(t["floor_ms_per_step"] for t in per_op.values())
+    result = {
+        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "batch": args.batch,
+        "copy_tb_s": args.copy_tb_s,
+        "matmul_tflops": args.matmul_tflops,
+        "ops": rows,
+        "per_op": {k: {kk: round(vv, 3) for kk, vv in v.items()} for k, v in per_op.items()},
+        "train_ms_per_step": round(step_ms, 3),
+        "floor_ms_per_step": round(floor_ms, 3),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{result['gpu']}, bf16, batch {args.batch}: per training step (each op × its blocks), fwd + bwd")
+    print("| op | ms per step | floor ms | of floor |")
+    print("| --- | --- | --- | --- |")
+    for name, t in sorted(per_op.items(), key=lambda kv: -kv[1]["train_ms_per_step"]):
+        share = t["floor_ms_per_step"] / t["train_ms_per_step"] if t["train_ms_per_step"] else 0.0
+        print(f"| {name} | {t['train_ms_per_step']:.3f} | {t['floor_ms_per_step']:.3f} | {share:.0%} |")
+    print(f"| all | {step_ms:.3f} | {floor_ms:.3f} | {floor_ms / step_ms if step_ms else 0:.0%} |")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
