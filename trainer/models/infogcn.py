@@ -415,9 +415,14 @@ class InfoGCN(SkeletonEncoder):
             direction on CUDA (:mod:`trainer.models.layernorm_linear`): the normalised rows are not
             written in the forward, and the backward applies the LayerNorm backward to the projection's
             row gradient in registers (same function up to rounding; needs ``norm_in_input_dtype``).
-            Off by default until timed on a GPU (2026-12-07: no GPU came; checked in Triton's
-            interpreter only). Predicted +2–4% training, +5–9% eval: 8 fewer saved activation units
-            of 128 and ~2 fewer activation passes per block in each direction.
+            Off: slower in the model although faster alone. H100, 2026-12-07, one call: training
+            4,648 against 4,779 samples/s at batch 128 (-2.7%), eval 22,066 against 22,262 at 256
+            (-0.9%), while the op alone was as fast or faster than Inductor's LayerNorm + cuBLAS at
+            every block width (``bench/layernorm_linear_bench.py``: forward 1.2-4.6x, forward +
+            backward 3.52 against 4.04 ms per step). In the model Inductor fuses the LayerNorm into
+            the kernel that writes the previous block's output and its backward into the sum of the
+            block input's gradients; the opaque op undoes both fusions (docs/performance.md,
+            "Session 11").
         stem_in_compute_dtype: the stem's output takes the compute dtype (the fp32 positional
             embedding is cast) instead of being promoted to fp32, which ran the data BatchNorm and the
             first three blocks' residual stream in fp32 under autocast, forward and backward.

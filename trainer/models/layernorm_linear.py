@@ -17,6 +17,13 @@ fp32, the normalised rows rounded to ``x``'s dtype before the product, as PyTorc
 LayerNorm hands them to the GEMM). :func:`layernorm_linear` uses the kernels for bf16/fp16 CUDA
 rows when Triton is importable (``C``, ``N`` ≤ 256) and PyTorch's ops otherwise — the reference the
 kernels are tested against.
+
+Measured on an H100 (2026-12-07, ``bench/layernorm_linear_bench.py``, batch 128 shapes, bf16): the
+kernels are correct (relative error ≤ 3.0e-3 for the output and all five gradients) and faster than
+Inductor's LayerNorm + cuBLAS alone — forward 0.038 / 0.044 / 0.110 ms against 0.086 / 0.176 /
+0.133 ms at C = 64 / 128 / 256, forward + backward 0.320 / 0.418 / 0.493 against 0.318 / 0.582 /
+0.510 ms — yet the model with it is slower (InfoGCN's ``fused_norm``, off: the op breaks Inductor's
+fusions of the LayerNorm with its neighbours).
 """
 
 from __future__ import annotations
