@@ -134,6 +134,8 @@ def build(
         options["index_free_pool"] = False
     if "fusednorm" in CANDIDATES["on"]:
         options["fused_norm"] = True
+    if "mixtrain" in CANDIDATES["on"]:
+        options["fused_mixing_train"] = True
     if "dense" in CANDIDATES["on"] or "strided" in CANDIDATES["on"]:
         options["dense_branches"] = "strided" not in CANDIDATES["on"]
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
@@ -791,6 +793,8 @@ MODEL_CANDIDATES = {
     "idxpool": "before 2026-12-06: the TCN's max-pool with int64 argmax indices (index_free_pool off)",
     "fusednorm": "SA-GC's LayerNorm inside its query/key projection, one Triton op per direction "
     "(InfoGCN fused_norm, trainer/models/layernorm_linear.py)",
+    "mixtrain": "training: SA-GC's channel mixing inside its attention kernels, forward and backward "
+    "(InfoGCN fused_mixing_train, trainer/models/sagc_mixed_training.py)",
 }
 CANDIDATES: dict[str, set[str]] = {"on": set(), "default": set()}
 

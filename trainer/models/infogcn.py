@@ -42,6 +42,7 @@ from trainer.models.registry import register_encoder
 from trainer.models.sagc_attention import sagc_attention
 from trainer.models.sagc_epilogue import Epilogue, batchnorm_affine, uses_running_statistics
 from trainer.models.sagc_inference import sagc_mixed_attention
+from trainer.models.sagc_mixed_training import sagc_mixed_attention_training
 
 
 def pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
@@ -108,9 +109,12 @@ class SelfAttentionGraphConv(nn.Module):
         fused_epilogue: bool = True,
         norm_in_input_dtype: bool = True,
         fused_norm: bool = False,
+        fused_mixing_train: bool = False,
     ):
         super().__init__()
         self.heads = heads
+        # in training, the mixing inside the attention kernels (trainer/models/sagc_mixed_training.py)
+        self.fused_mixing_train = fused_mixing_train
         # the LayerNorm inside the query/key projection's kernel (trainer/models/layernorm_linear.py)
         self.fused_norm = fused_norm
         # under autocast, LayerNorm in the features' dtype (no fp32 copy kept for the backward)
@@ -195,7 +199,12 @@ class SelfAttentionGraphConv(nn.Module):
             if qk is not None and self.fused_epilogue and not torch.is_grad_enabled()
             else None
         )
-        if qk is not None and self.fused_mixing and not torch.is_grad_enabled():
+        if qk is not None and self.fused_mixing_train and epilogue is None and torch.is_grad_enabled():
+            # Training: the mixing inside the attention kernels, forward and backward; the 3×-wide
+            # y is neither written nor kept.
+            rows, weight = rows.reshape(b * t, v, c).to(qk.dtype), weight.to(qk.dtype)
+            z = sagc_mixed_attention_training(qk, self.shared_topology, rows, weight, h, self.scale)
+        elif qk is not None and self.fused_mixing and not torch.is_grad_enabled():
             # Inference: the mixing happens inside the kernel, y is never written. qk's dtype is
             # the compute dtype (autocast's, as F.linear would cast to below).
             rows, weight = rows.reshape(b * t, v, c).to(qk.dtype), weight.to(qk.dtype)
@@ -352,7 +361,7 @@ class InfoGCNBlock(nn.Module):
         **gc_options: bool,
     ):
         """``gc_options``: :class:`SelfAttentionGraphConv`'s switches (``fused``, ``fused_mixing``,
-        ``fused_epilogue``, ``norm_in_input_dtype``, ``fused_norm``)."""
+        ``fused_epilogue``, ``norm_in_input_dtype``, ``fused_norm``, ``fused_mixing_train``)."""
         super().__init__()
         self.out_channels = out_channels
         self.gc = SelfAttentionGraphConv(in_channels, out_channels, num_joints, heads, **gc_options)
@@ -423,6 +432,13 @@ class InfoGCN(SkeletonEncoder):
             the kernel that writes the previous block's output and its backward into the sum of the
             block input's gradients; the opaque op undoes both fusions (docs/performance.md,
             "Session 11").
+        fused_mixing_train: with autograd (training), SA-GC's channel mixing runs inside its attention
+            kernels, forward and backward (:mod:`trainer.models.sagc_mixed_training`): the 3×-wide
+            mixed features are neither written nor kept for the backward, which recomputes what it
+            needs per frame (same function up to rounding). Opt-in: written 2026-12-07 after the
+            device time was spent, checked in Triton's interpreter only (fp16, output and four
+            gradients within 4e-4 of float64). Predicted, from session 11's floors: the mixing GEMM
+            and attention kernels' ~14 GB per training step of 128 down ~44%, ≤ ~11% of the step.
         stem_in_compute_dtype: the stem's output takes the compute dtype (the fp32 positional
             embedding is cast) instead of being promoted to fp32, which ran the data BatchNorm and the
             first three blocks' residual stream in fp32 under autocast, forward and backward.
@@ -455,6 +471,7 @@ class InfoGCN(SkeletonEncoder):
         fused_epilogue: bool = True,
         norm_in_input_dtype: bool = True,
         fused_norm: bool = False,
+        fused_mixing_train: bool = False,
         stem_in_compute_dtype: bool = True,
         index_free_pool: bool = True,
     ):
@@ -467,6 +484,7 @@ class InfoGCN(SkeletonEncoder):
             "fused_epilogue": fused_epilogue,
             "norm_in_input_dtype": norm_in_input_dtype,
             "fused_norm": fused_norm,
+            "fused_mixing_train": fused_mixing_train,
         }
         self.num_classes = num_classes
         self.num_joints = v

@@ -1,0 +1,117 @@
+"""SA-GC's mixing inside the attention kernels with a backward (``fused_mixing_train``): the same
+function and gradients as the layer's two-step path, in PyTorch and in Triton's interpreter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from layer_helpers import assert_same_training_gradients
+from torch import nn
+from triton_helpers import HAS_TRITON, NO_TRITON_REASON, run_in_interpreter
+
+from dataspec import load_spec
+from trainer.models.graph import SkeletonGraph
+from trainer.models.infogcn import InfoGCN, SelfAttentionGraphConv
+from trainer.models.sagc_inference import reference
+from trainer.models.sagc_mixed_training import sagc_mixed_attention_training
+
+
+@pytest.mark.parametrize("c_in, c_out", [(16, 16), (16, 32)])
+def test_layer_with_the_option_trains_to_the_same_gradients(c_in: int, c_out: int) -> None:
+    torch.manual_seed(0)
+    plain = SelfAttentionGraphConv(c_in, c_out, 25, heads=3).double()
+    nn.init.normal_(plain.shared_topology)
+    fused = SelfAttentionGraphConv(c_in, c_out, 25, heads=3, fused_mixing_train=True).double()
+    fused.load_state_dict(plain.state_dict())
+    x = torch.randn(2, c_in, 6, 25, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    # mix.weight, the topology and the input all get their gradients through the fused path
+    assert_same_training_gradients((plain, fused), x)
+
+
+def test_without_the_kernels_the_op_is_the_reference_with_autograd() -> None:
+    torch.manual_seed(0)
+    qk = torch.randn(3, 25, 48, dtype=torch.float64, requires_grad=True)
+    topo = torch.randn(3, 25, 25, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 25, 16, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 8, 16, dtype=torch.float64, requires_grad=True)
+    z = sagc_mixed_attention_training(qk, topo, x, w, 3, 0.35)
+    torch.testing.assert_close(z, reference(qk, topo, x, w, 3, 0.35))
+    z.sum().backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in (qk, topo, x, w))
+
+
+def test_the_model_passes_the_option_to_every_block() -> None:
+    graph = SkeletonGraph.from_spec(load_spec("ntu120"))
+    model = InfoGCN(10, graph, fused_mixing_train=True)
+    assert all(block.gc.fused_mixing_train for block in model.blocks)
+    assert not any(block.gc.fused_mixing_train for block in InfoGCN(10, graph).blocks)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
+def test_kernels_match_float64_in_the_interpreter() -> None:
+    # frames not a multiple of the backward's group of 4, output columns not a multiple of its 64-column
+    # chunk, input channels below a power of two, the widest block (256 → 256, eight warps), and the
+    # channel-doubling shape; the op also passes torch.library.opcheck (schema, autograd, fake, AOT)
+    code = """
+import json, torch
+from trainer.models import sagc_mixed_training as m
+out = {
+    "default": m.check_kernels("cpu", torch.float16, frames=7, d=8, c=64, n=80),
+    "odd": m.check_kernels("cpu", torch.float16, frames=6, d=3, c=24, n=40),
+    "doubling": m.check_kernels("cpu", torch.float16, frames=5, d=16, c=128, n=256),
+    "wide": m.check_kernels("cpu", torch.float16, frames=3, d=32, c=256, n=256),
+}
+g = torch.Generator().manual_seed(0)
+args = (torch.randn(3, 25, 48, generator=g).half().requires_grad_(),
+        torch.randn(3, 25, 25, generator=g).requires_grad_(),
+        torch.randn(3, 25, 32, generator=g).half().requires_grad_(),
+        (torch.randn(3, 40, 32, generator=g) * 0.2).half().requires_grad_(), 3, 0.35)
+out["opcheck"] = torch.library.opcheck(m._mixed_training_op, args)
+print(json.dumps(out))
+"""
+    result = run_in_interpreter(code)
+    assert set(result.pop("opcheck").values()) == {"SUCCESS"}
+    for name, r in result.items():
+        assert r["used_kernels"] is True and r["finite"] is True, (name, r)
+        errors = {k: v for k, v in r.items() if k == "z" or k.startswith("grad_")}
+        assert len(errors) == 5 and max(errors.values()) < 2e-3, (name, r)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
+def test_layer_runs_both_kernels_in_training_in_the_interpreter() -> None:
+    # fp16 under the interpreter: the default layer (GEMM + attention kernels) against the
+    # fused layer; same output and gradients within fp16 rounding, and the fused kernels ran once each
+    code = """
+import json, torch
+from torch import nn
+from trainer.models.infogcn import SelfAttentionGraphConv
+from trainer.models import sagc_mixed_training as m
+torch.manual_seed(0)
+plain = SelfAttentionGraphConv(32, 64, 25, heads=3)
+nn.init.normal_(plain.shared_topology)
+nn.init.ones_(plain.bn.weight)  # not the 1e-6 init: the attention path must carry the gradients
+fused = SelfAttentionGraphConv(32, 64, 25, heads=3, fused_mixing_train=True)
+fused.load_state_dict(plain.state_dict())
+plain, fused = plain.half().train(), fused.half().train()
+calls = {"forward": 0, "backward": 0}
+forward, backward = m.mixed_forward, m.mixed_backward
+m.mixed_forward = lambda *a: calls.__setitem__("forward", calls["forward"] + 1) or forward(*a)
+m.mixed_backward = lambda *a: calls.__setitem__("backward", calls["backward"] + 1) or backward(*a)
+x = torch.randn(2, 32, 4, 25).half().contiguous(memory_format=torch.channels_last)
+grad = torch.randn(2, 64, 4, 25).half()
+outs, grads = [], []
+for layer in (plain, fused):
+    xi = x.clone().requires_grad_()
+    out = layer(xi)
+    out.backward(grad)
+    outs.append(out.double())
+    grads.append([xi.grad.double(), layer.mix.weight.grad.double(), layer.shared_topology.grad.double(),
+                  layer.to_qk.weight.grad.double()])
+rel = lambda a, b: float((a - b).norm() / b.norm())
+print(json.dumps({"out": rel(outs[1], outs[0]),
+                  "grads": [rel(b, a) for a, b in zip(*grads)], **calls}))
+"""
+    result = run_in_interpreter(code)
+    assert result["forward"] == 1 and result["backward"] == 1, result
+    assert result["out"] < 3e-3, result  # 4.0e-4 when written
+    assert max(result["grads"]) < 3e-3, result  # ≤ 6.0e-4 when written

@@ -1,0 +1,274 @@
+"""SA-GC's channel mixing inside the attention kernel in training too: the 3×-wide ``y`` never exists.
+
+The default training path (:class:`trainer.models.infogcn.SelfAttentionGraphConv`) runs a cuBLAS
+GEMM ``y_h = x W_hᵀ`` (``[G, V·H, C']``, three times the block's width), the fused attention kernel
+reads it and autograd keeps it; the backward then writes ``dy`` (3× wide again) and two cuBLAS GEMMs
+read it twice. Per C = 64 block that is ~25 activation units of traffic (session 11's floors: the
+mixing GEMM and the attention kernels move 14 of the 22.9 GB per training step of 128 that
+Inductor's kernels do not).
+
+Here, per frame ``g`` and head ``h`` with ``M_h = softmax(scale · q_h k_hᵀ) ⊙ A_h``:
+
+- forward: ``z = Σ_h M_h (x W_hᵀ)``, the inference kernel of :mod:`trainer.models.sagc_inference`
+  (reads ``x``, ``q/k`` and the weights, writes ``z``); nothing 3× wide is kept for the backward.
+- backward, one kernel per group of frames: ``e_h = dz W_h`` (``[V, C]``), then ``dM_h = e_h xᵀ``
+  (so the topology, query and key gradients as in the attention backward), ``dx = Σ_h M_hᵀ e_h``,
+  and ``u_h = M_h x`` written once; the weight gradient ``dW_h = Σ_g dzᵀ u_h`` is one cuBLAS GEMM
+  over all rows.
+
+Bytes per C = 64 block in activation units (prediction, session 11): forward 8.75 → 2.75, backward
+16.5 → ~11.5. The products are rounded in another order than the two-step path's (``e_h`` and
+``M_h x`` to the half dtype instead of ``y`` and ``dy``): within half-precision rounding.
+
+Opt-in (InfoGCN ``fused_mixing_train``) until timed on a GPU: the forward kernel lost to cuBLAS +
+attention at most shapes in eval (sessions 8–9), so whether this pays is a measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from trainer.models.sagc_attention import JOINT_TILE, head_tile
+from trainer.models.sagc_inference import kernels_apply, mixed_forward, mixed_launch, reference
+from trainer.models.triton_support import relative_error, tl, triton
+
+if triton is not None:
+    from trainer.models.sagc_attention import attention_scores
+
+
+@dataclass(frozen=True)
+class MixedBackwardLaunch:
+    """How the backward kernel is launched (untuned): frames per program, the output-column chunk
+    of ``dz W_h``, warps, stages."""
+
+    frames: int = 4
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 1
+
+
+def backward_launch(c: int) -> MixedBackwardLaunch:
+    """The backward's launch for ``c`` input channels: eight warps where a row tile is 256 wide (the
+    per-frame ``[V, C]`` accumulators then take fewer registers per thread)."""
+    return MixedBackwardLaunch(num_warps=8) if c > 128 else MixedBackwardLaunch()
+
+
+if triton is not None:
+
+    @triton.jit
+    def _sagc_mixed_backward_kernel(
+        qk_ptr, topo_ptr, x_ptr, w_ptr, dz_ptr, dqk_ptr, dx_ptr, u_ptr, part_ptr, G, V, C, N, D, scale,
+        sqg, sqv, sqc, sth, sti, stj, sxg, sxv, sxc, swh, swn, swc, sdg, sdv, sdn,
+        s2g, s2v, s2c, s4g, s4v, s4c, sug, suv, suh, suc,
+        H: tl.constexpr, BV: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
+        N_BLOCKS: tl.constexpr, FRAMES: tl.constexpr,
+    ):  # fmt: skip
+        pid = tl.program_id(0)
+        rv = tl.arange(0, BV)
+        rd = tl.arange(0, BD)
+        rc = tl.arange(0, BC)
+        vmask = rv < V
+        cmask = rc < C
+        tmask = vmask[:, None] & vmask[None, :]
+        dtype = x_ptr.dtype.element_ty
+        for f in range(FRAMES):
+            g = (pid * FRAMES + f).to(tl.int64)
+            live = g < G
+            qmask = vmask[:, None] & (rd[None, :] < D) & live
+            xmask = vmask[:, None] & cmask[None, :] & live
+            x = tl.load(x_ptr + g * sxg + rv[:, None] * sxv + rc[None, :] * sxc, mask=xmask, other=0.0)
+            dx = tl.zeros((BV, BC), dtype=tl.float32)
+            for h in tl.static_range(H):
+                p, q, k = attention_scores(qk_ptr, g, rv, rd, vmask, qmask, h, scale, D, sqg, sqv, sqc, H)
+                topo = tl.load(
+                    topo_ptr + h * sth + rv[:, None] * sti + rv[None, :] * stj, mask=tmask, other=0.0
+                )
+                m = (p * topo).to(dtype)
+                # e_h = dz W_h: [V, C'] @ [C', C], C' in chunks
+                e = tl.zeros((BV, BC), dtype=tl.float32)
+                for nb in tl.static_range(N_BLOCKS):
+                    rn = nb * BN + tl.arange(0, BN)
+                    nmask = rn < N
+                    dz = tl.load(
+                        dz_ptr + g * sdg + rv[:, None] * sdv + rn[None, :] * sdn,
+                        mask=vmask[:, None] & nmask[None, :] & live,
+                        other=0.0,
+                    )
+                    wt = tl.load(
+                        w_ptr + h * swh + rn[:, None] * swn + rc[None, :] * swc,
+                        mask=nmask[:, None] & cmask[None, :],
+                        other=0.0,
+                    )
+                    e += tl.dot(dz, wt)
+                e = e.to(dtype)
+                dm = tl.dot(e, tl.trans(x))  # dL/dM_h = dz y_hᵀ = e_h xᵀ
+                # this program's share of the topology gradient, in its own slot (no atomics)
+                slot = part_ptr + (pid * H + h) * V * V + rv[:, None] * V + rv[None, :]
+                tl.store(slot, tl.load(slot, mask=tmask, other=0.0) + dm * p, mask=tmask)
+                dp = dm * topo
+                ds = (p * (dp - tl.sum(dp * p, axis=1)[:, None]) * scale).to(dtype)
+                base = dqk_ptr + g * s2g + rv[:, None] * s2v
+                tl.store(base + (h * D + rd[None, :]) * s2c, tl.dot(ds, k).to(dtype), qmask)
+                tl.store(base + ((H + h) * D + rd[None, :]) * s2c, tl.dot(tl.trans(ds), q).to(dtype), qmask)
+                dx += tl.dot(tl.trans(m), e)  # dx = Σ_h M_hᵀ e_h
+                u = tl.dot(m, x)  # M_h x, the weight gradient's operand
+                tl.store(
+                    u_ptr + g * sug + rv[:, None] * suv + h * suh + rc[None, :] * suc, u.to(dtype), mask=xmask
+                )
+            tl.store(dx_ptr + g * s4g + rv[:, None] * s4v + rc[None, :] * s4c, dx.to(dtype), mask=xmask)
+
+
+def mixed_backward(
+    qk: Tensor,
+    topology: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    dz: Tensor,
+    heads: int,
+    scale: float,
+    launch: MixedBackwardLaunch,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients ``(d qk, d topology, d x, d weight)`` by the kernel with an explicit launch."""
+    g, v, width = qk.shape
+    d, c, n = width // (2 * heads), x.shape[2], weight.shape[1]
+    dz = dz.to(x.dtype)
+    dqk = torch.empty_like(qk, memory_format=torch.contiguous_format)
+    dx = torch.empty_like(x, memory_format=torch.contiguous_format)
+    if not g:
+        return dqk, torch.zeros_like(topology), dx, torch.zeros_like(weight)
+    u = torch.empty(g, v, heads, c, device=x.device, dtype=x.dtype)
+    programs = triton.cdiv(g, launch.frames)
+    bn = max(16, min(launch.block_n, triton.next_power_of_2(n)))
+    partial = torch.zeros(programs, heads, v, v, device=qk.device, dtype=torch.float32)
+    _sagc_mixed_backward_kernel[(programs,)](
+        qk, topology, x, weight, dz, dqk, dx, u, partial, g, v, c, n, d, scale,
+        *qk.stride(), *topology.stride(), *x.stride(), *weight.stride(), *dz.stride(),
+        *dqk.stride(), *dx.stride(), *u.stride(),
+        heads, JOINT_TILE, head_tile(d), max(16, triton.next_power_of_2(c)), bn, triton.cdiv(n, bn),
+        launch.frames, num_warps=launch.num_warps, num_stages=launch.num_stages,
+    )  # fmt: skip
+    # dW_h = Σ_rows dzᵀ (M_h x): one GEMM [C', G·V] @ [G·V, H·C] → [C', H, C] → [H, C', C]
+    dweight = (dz.reshape(g * v, n).t() @ u.view(g * v, heads * c)).view(n, heads, c).transpose(0, 1)
+    return dqk, partial.sum(0).to(topology.dtype), dx, dweight.to(weight.dtype)
+
+
+def sagc_mixed_attention_training(
+    qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int, scale: float
+) -> Tensor:
+    """``Σ_h (softmax(scale·q_h k_hᵀ) ⊙ A_h) @ (x W_hᵀ)`` per frame with a gradient for every input.
+
+    Shapes as :func:`trainer.models.sagc_inference.sagc_mixed_attention`. The kernels where they
+    apply (:func:`trainer.models.sagc_inference.kernels_apply`), else the PyTorch reference.
+    """
+    if kernels_apply(qk, topology, x, weight, heads):
+        return _mixed_training_op(qk, topology, x, weight, heads, scale)
+    return reference(qk, topology, x, weight, heads, scale)
+
+
+@torch.library.custom_op("crossglg::sagc_mixed_attention_training", mutates_args=())
+def _mixed_training_op(
+    qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int, scale: float
+) -> Tensor:
+    return mixed_forward(qk, topology, x, weight, heads, scale, mixed_launch(x.shape[2], weight.shape[1]))
+
+
+@_mixed_training_op.register_fake
+def _mixed_training_fake(
+    qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int, scale: float
+) -> Tensor:
+    return x.new_empty(qk.shape[0], qk.shape[1], weight.shape[1])
+
+
+@torch.library.custom_op("crossglg::sagc_mixed_attention_backward", mutates_args=())
+def sagc_mixed_attention_backward(
+    qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, dz: Tensor, heads: int, scale: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients ``(d qk, d topology, d x, d weight)`` of the fused path for the output gradient."""
+    return mixed_backward(qk, topology, x, weight, dz, heads, scale, backward_launch(x.shape[2]))
+
+
+@sagc_mixed_attention_backward.register_fake
+def _backward_fake(
+    qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, dz: Tensor, heads: int, scale: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return torch.empty_like(qk), torch.empty_like(topology), torch.empty_like(x), torch.empty_like(weight)
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    qk, topology, x, weight, heads, scale = inputs
+    ctx.save_for_backward(qk, topology, x, weight)
+    ctx.heads, ctx.scale = heads, scale
+
+
+def _backward(ctx, dz: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, None, None]:  # noqa: ANN001
+    qk, topology, x, weight = ctx.saved_tensors
+    grads = sagc_mixed_attention_backward(qk, topology, x, weight, dz, ctx.heads, ctx.scale)
+    return (*grads, None, None)
+
+
+_mixed_training_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def check_kernels(
+    device: str = "cuda",
+    dtype: torch.dtype = torch.bfloat16,
+    frames: int = 7,
+    d: int = 8,
+    c: int = 64,
+    n: int = 80,
+    heads: int = 3,
+    seed: int = 0,
+) -> dict[str, float | bool]:
+    """Relative errors of the output and the four gradients against float64, through the autograd op
+    (strided ``x`` and a transposed ``weight`` view, as the layer passes them; ``frames`` not a
+    multiple of the backward's frame group and ``n`` not of its column chunk exercise the masks)."""
+    g = torch.Generator().manual_seed(seed)
+    v = 25
+    qk64 = torch.randn(frames, v, 2 * heads * d + 4, generator=g, dtype=torch.float64)[:, :, : 2 * heads * d]
+    topo64 = torch.randn(heads, v, v, generator=g, dtype=torch.float64)
+    x64 = torch.randn(frames, v, c + 8, generator=g, dtype=torch.float64)[:, :, :c]
+    w64 = (torch.randn(n, heads, c, generator=g, dtype=torch.float64) * c**-0.5).transpose(0, 1)
+    dz64 = torch.randn(frames, v, n, generator=g, dtype=torch.float64)
+    scale = d**-0.5
+    qk, x, w = (t.to(device, dtype).requires_grad_() for t in (qk64, x64, w64))
+    topo = topo64.to(device, torch.float32).requires_grad_()
+    used = kernels_apply(qk, topo, x, w, heads)
+    z = sagc_mixed_attention_training(qk, topo, x, w, heads, scale)
+    z.backward(dz64.to(device, dtype))
+    leaves = [t.detach().double().cpu().requires_grad_() for t in (qk, topo, x, w)]
+    z_ref = reference(*leaves, heads, scale)
+    z_ref.backward(dz64.to(dtype).double())
+    grads = (qk.grad, topo.grad, x.grad, w.grad)
+    names = ("qk", "topology", "x", "weight")
+    return {
+        "z": relative_error(z, z_ref),
+        **{f"grad_{k}": relative_error(a, b.grad) for k, a, b in zip(names, grads, leaves, strict=True)},
+        "used_kernels": used,
+        "finite": all(bool(t.isfinite().all()) for t in (z, *grads)),
+    }
+
+
+def _register_flop_formulas() -> None:
+    """Useful FLOPs for ``torch.utils.flop_counter``: the forward as the inference op counts it; the
+    backward per frame and head recomputes the logits and does ``dz W_h``, ``e_h xᵀ``, ``M_hᵀ e_h``,
+    ``M_h x`` and the two logit gradients, plus the weight-gradient GEMM."""
+    from torch.utils.flop_counter import register_flop_formula
+
+    @register_flop_formula(torch.ops.crossglg.sagc_mixed_attention_training)
+    def _forward_flops(qk_shape, topology_shape, x_shape, weight_shape, heads, *_, **__) -> int:  # noqa: ANN001
+        g, v, width = qk_shape
+        c, n = x_shape[2], weight_shape[1]
+        return 2 * g * heads * v * (v * (width // (2 * heads)) + v * c + c * n)
+
+    @register_flop_formula(torch.ops.crossglg.sagc_mixed_attention_backward)
+    def _backward_flops(qk_shape, topology_shape, x_shape, weight_shape, dz_shape, heads, *_, **__) -> int:  # noqa: ANN001
+        g, v, width = qk_shape
+        c, n, d = x_shape[2], weight_shape[1], width // (2 * heads)
+        per_frame_head = v * v * 3 * d + v * n * c + 3 * v * v * c + v * c * n  # the last: dW's share
+        return 2 * g * heads * per_frame_head
+
+
+_register_flop_formulas()
