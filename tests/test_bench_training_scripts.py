@@ -428,3 +428,25 @@ def test_op_roofline_floors_count_each_gemm_operand_once_per_pass() -> None:
     assert op.forward_bytes == (10 * 4 + 10 * 6 + 6 * 4) * 2
     assert op.train_bytes == op.forward_bytes + (2 * 10 * 6 + 2 * 10 * 4 + 6 * 4) * 2
     assert op.train_flop == 6 * 10 * 4 * 6
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
+def test_sagc_mixed_training_tuning_quick_times_both_paths_and_checks_the_pick(tmp_path: Path) -> None:
+    out_file = tmp_path / "mixed_training.json"
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    args = [sys.executable, "bench/sagc_mixed_training_tuning.py", "--device", "cpu", "--quick"]
+    proc = subprocess.run(
+        [*args, "--out", str(out_file)], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out_file.read_text())
+    assert [r["shape"] for r in result["rows"]] == [[6, 24, 40], [5, 48, 80]]
+    for row in result["rows"]:
+        assert row["two_step_ms"] > 0 and row["candidate_tuned_ms"] > 0, row
+        assert len(row["backward_costs"]) > 1, row  # the sweep timed several launches
+        check = row["check"]
+        assert check["used_kernels"] and max(v for k, v in check.items() if isinstance(v, float)) < 2e-3
+    steps = result["ms_per_training_step"]
+    assert steps["two_step_ms"] == round(sum(r["two_step_ms"] * r["count"] for r in result["rows"]), 3)
+    assert "| per training step | 3 |" in proc.stdout
+    assert "TUNED_BACKWARD = {(24, 40): MixedBackwardLaunch(frames=" in proc.stdout

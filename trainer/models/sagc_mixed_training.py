@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from trainer.models.sagc_attention import JOINT_TILE, head_tile
-from trainer.models.sagc_inference import kernels_apply, mixed_forward, mixed_launch, reference
+from trainer.models.sagc_inference import MixedLaunch, kernels_apply, mixed_forward, mixed_launch, reference
 from trainer.models.triton_support import relative_error, tl, triton
 
 if triton is not None:
@@ -50,9 +50,17 @@ class MixedBackwardLaunch:
     num_stages: int = 1
 
 
-def backward_launch(c: int) -> MixedBackwardLaunch:
-    """The backward's launch for ``c`` input channels: eight warps where a row tile is 256 wide (the
-    per-frame ``[V, C]`` accumulators then take fewer registers per thread)."""
+# Per (C, C'): the fastest backward launch found by bench/sagc_mixed_training_tuning.py on the GPU
+# it will run on. Empty: not yet run on a GPU (written 2026-12-07 after the device time was spent).
+TUNED_BACKWARD: dict[tuple[int, int], MixedBackwardLaunch] = {}
+
+
+def backward_launch(c: int, n: int) -> MixedBackwardLaunch:
+    """The backward's launch for ``c`` input channels and ``n`` output columns: the tuned one, else
+    eight warps where a row tile is 256 wide (the per-frame ``[V, C]`` accumulators then take fewer
+    registers per thread) and the defaults otherwise."""
+    if (c, n) in TUNED_BACKWARD:
+        return TUNED_BACKWARD[(c, n)]
     return MixedBackwardLaunch(num_warps=8) if c > 128 else MixedBackwardLaunch()
 
 
@@ -187,7 +195,9 @@ def sagc_mixed_attention_backward(
     qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, dz: Tensor, heads: int, scale: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Gradients ``(d qk, d topology, d x, d weight)`` of the fused path for the output gradient."""
-    return mixed_backward(qk, topology, x, weight, dz, heads, scale, backward_launch(x.shape[2]))
+    return mixed_backward(
+        qk, topology, x, weight, dz, heads, scale, backward_launch(x.shape[2], weight.shape[1])
+    )
 
 
 @sagc_mixed_attention_backward.register_fake
@@ -221,10 +231,12 @@ def check_kernels(
     n: int = 80,
     heads: int = 3,
     seed: int = 0,
+    launches: tuple[MixedLaunch, MixedBackwardLaunch] | None = None,
 ) -> dict[str, float | bool]:
-    """Relative errors of the output and the four gradients against float64, through the autograd op
-    (strided ``x`` and a transposed ``weight`` view, as the layer passes them; ``frames`` not a
-    multiple of the backward's frame group and ``n`` not of its column chunk exercise the masks)."""
+    """Relative errors of the output and the four gradients against float64 (strided ``x`` and a
+    transposed ``weight`` view, as the layer passes them; ``frames`` not a multiple of the backward's
+    frame group and ``n`` not of its column chunk exercise the masks). ``launches``: (forward,
+    backward) launches to call the kernels with directly; None: through the autograd op."""
     g = torch.Generator().manual_seed(seed)
     v = 25
     qk64 = torch.randn(frames, v, 2 * heads * d + 4, generator=g, dtype=torch.float64)[:, :, : 2 * heads * d]
@@ -236,8 +248,14 @@ def check_kernels(
     qk, x, w = (t.to(device, dtype).requires_grad_() for t in (qk64, x64, w64))
     topo = topo64.to(device, torch.float32).requires_grad_()
     used = kernels_apply(qk, topo, x, w, heads)
-    z = sagc_mixed_attention_training(qk, topo, x, w, heads, scale)
-    z.backward(dz64.to(device, dtype))
+    if launches is None:
+        z = sagc_mixed_attention_training(qk, topo, x, w, heads, scale)
+        z.backward(dz64.to(device, dtype))
+    else:
+        z = mixed_forward(qk, topo, x, w, heads, scale, launches[0])
+        qk.grad, topo.grad, x.grad, w.grad = mixed_backward(
+            qk, topo, x, w, dz64.to(device, dtype), heads, scale, launches[1]
+        )
     leaves = [t.detach().double().cpu().requires_grad_() for t in (qk, topo, x, w)]
     z_ref = reference(*leaves, heads, scale)
     z_ref.backward(dz64.to(dtype).double())
