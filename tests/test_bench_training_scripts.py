@@ -449,4 +449,4 @@ def test_sagc_mixed_training_tuning_quick_times_both_paths_and_checks_the_pick(t
     steps = result["ms_per_training_step"]
     assert steps["two_step_ms"] == round(sum(r["two_step_ms"] * r["count"] for r in result["rows"]), 3)
     assert "| per training step | 3 |" in proc.stdout
-    assert "TUNED_BACKWARD = {(24, 40): MixedBackwardLaunch(frames=" in proc.stdout
+    assert "TUNED_BACKWARD = {(24, 40): MixedBackwardLaunch(pack=" in proc.stdout

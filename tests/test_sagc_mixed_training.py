@@ -55,12 +55,20 @@ def test_kernels_match_float64_in_the_interpreter() -> None:
     code = """
 import json, torch
 from trainer.models import sagc_mixed_training as m
+from trainer.models.sagc_inference import MixedLaunch
 out = {
     "default": m.check_kernels("cpu", torch.float16, frames=7, d=8, c=64, n=80),
     "odd": m.check_kernels("cpu", torch.float16, frames=6, d=3, c=24, n=40),
     "doubling": m.check_kernels("cpu", torch.float16, frames=5, d=16, c=128, n=256),
     "wide": m.check_kernels("cpu", torch.float16, frames=3, d=32, c=256, n=256),
 }
+# frames packed two and four to a tile (block-diagonal maps), packs in groups with a partial last one
+for pack, groups in ((2, 1), (2, 3), (4, 2)):
+    launches = (MixedLaunch(), m.MixedBackwardLaunch(pack=pack, groups=groups, block_n=32))
+    out[f"pack{pack}x{groups}"] = m.check_kernels("cpu", torch.float16, frames=7, d=8, c=64, n=80,
+                                                  launches=launches)
+out["pack2 wide"] = m.check_kernels("cpu", torch.float16, frames=3, d=32, c=256, n=256,
+                                    launches=(MixedLaunch(), m.MixedBackwardLaunch(pack=2, groups=1)))
 g = torch.Generator().manual_seed(0)
 args = (torch.randn(3, 25, 48, generator=g).half().requires_grad_(),
         torch.randn(3, 25, 25, generator=g).requires_grad_(),

@@ -35,16 +35,19 @@ from trainer.models.sagc_attention import JOINT_TILE, head_tile
 from trainer.models.sagc_inference import MixedLaunch, kernels_apply, mixed_forward, mixed_launch, reference
 from trainer.models.triton_support import relative_error, tl, triton
 
-if triton is not None:
-    from trainer.models.sagc_attention import attention_scores
-
 
 @dataclass(frozen=True)
 class MixedBackwardLaunch:
-    """How the backward kernel is launched (untuned): frames per program, the output-column chunk
-    of ``dz W_h``, warps, stages."""
+    """How the backward kernel is launched (untuned defaults).
 
-    frames: int = 4
+    ``pack`` frames share one tile (``[pack·32, ·]`` rows: each weight chunk loaded serves ``pack``
+    frames, and ``dz W_h`` is a taller tensor-core product; the maps become block-diagonal, ``pack``×
+    their FLOPs); ``groups`` packs per program one after the other (fewer topology-gradient slots);
+    then the output-column chunk of ``dz W_h``, warps and stages.
+    """
+
+    pack: int = 1
+    groups: int = 4
     block_n: int = 64
     num_warps: int = 4
     num_stages: int = 1
@@ -71,38 +74,52 @@ if triton is not None:
         qk_ptr, topo_ptr, x_ptr, w_ptr, dz_ptr, dqk_ptr, dx_ptr, u_ptr, part_ptr, G, V, C, N, D, scale,
         sqg, sqv, sqc, sth, sti, stj, sxg, sxv, sxc, swh, swn, swc, sdg, sdv, sdn,
         s2g, s2v, s2c, s4g, s4v, s4c, sug, suv, suh, suc,
-        H: tl.constexpr, BV: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
-        N_BLOCKS: tl.constexpr, FRAMES: tl.constexpr,
+        H: tl.constexpr, BV: tl.constexpr, PACK: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr,
+        BN: tl.constexpr, N_BLOCKS: tl.constexpr, GROUPS: tl.constexpr,
     ):  # fmt: skip
+        # One tile holds PACK frames (rows r: frame r // BV of the pack, joint r % BV), so dz W_h is one
+        # [PACK·32, C'] @ [C', C] product per weight chunk, and the per-frame maps are one block-
+        # diagonal [PACK·32, PACK·32] matrix (zero off the diagonal blocks, as in the forward kernel).
+        # GROUPS packs per program, one after the other.
         pid = tl.program_id(0)
-        rv = tl.arange(0, BV)
+        r = tl.arange(0, BV * PACK)
+        j = r % BV
+        same = (r[:, None] // BV) == (r[None, :] // BV)
+        pair = same & (j[:, None] < V) & (j[None, :] < V)
         rd = tl.arange(0, BD)
         rc = tl.arange(0, BC)
-        vmask = rv < V
         cmask = rc < C
-        tmask = vmask[:, None] & vmask[None, :]
         dtype = x_ptr.dtype.element_ty
-        for f in range(FRAMES):
-            g = (pid * FRAMES + f).to(tl.int64)
-            live = g < G
-            qmask = vmask[:, None] & (rd[None, :] < D) & live
-            xmask = vmask[:, None] & cmask[None, :] & live
-            x = tl.load(x_ptr + g * sxg + rv[:, None] * sxv + rc[None, :] * sxc, mask=xmask, other=0.0)
-            dx = tl.zeros((BV, BC), dtype=tl.float32)
+        jv = tl.arange(0, BV)
+        tmask = (jv[:, None] < V) & (jv[None, :] < V)
+        for grp in range(GROUPS):
+            g = (pid.to(tl.int64) * GROUPS + grp) * PACK + r // BV
+            row = (j < V) & (g < G)
+            qmask = row[:, None] & (rd[None, :] < D)
+            xmask = row[:, None] & cmask[None, :]
+            x = tl.load(
+                x_ptr + g[:, None] * sxg + j[:, None] * sxv + rc[None, :] * sxc, mask=xmask, other=0.0
+            )
+            qk_rows = qk_ptr + g[:, None] * sqg + j[:, None] * sqv
+            dx = tl.zeros((BV * PACK, BC), dtype=tl.float32)
             for h in tl.static_range(H):
-                p, q, k = attention_scores(qk_ptr, g, rv, rd, vmask, qmask, h, scale, D, sqg, sqv, sqc, H)
-                topo = tl.load(
-                    topo_ptr + h * sth + rv[:, None] * sti + rv[None, :] * stj, mask=tmask, other=0.0
-                )
+                q = tl.load(qk_rows + (h * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
+                k = tl.load(qk_rows + ((H + h) * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
+                s = tl.dot(q, tl.trans(k)) * scale
+                s = tl.where(pair & row[None, :], s, -1.0e30)  # finite: rows past the end have no key
+                p = tl.exp(s - tl.max(s, axis=1)[:, None])
+                p = p / tl.sum(p, axis=1)[:, None]
+                topo = tl.load(topo_ptr + h * sth + j[:, None] * sti + j[None, :] * stj, mask=pair, other=0.0)
+                p = tl.where(pair & row[None, :], p, 0.0)
                 m = (p * topo).to(dtype)
-                # e_h = dz W_h: [V, C'] @ [C', C], C' in chunks
-                e = tl.zeros((BV, BC), dtype=tl.float32)
+                # e_h = dz W_h: [rows, C'] @ [C', C], C' in chunks
+                e = tl.zeros((BV * PACK, BC), dtype=tl.float32)
                 for nb in tl.static_range(N_BLOCKS):
                     rn = nb * BN + tl.arange(0, BN)
                     nmask = rn < N
                     dz = tl.load(
-                        dz_ptr + g * sdg + rv[:, None] * sdv + rn[None, :] * sdn,
-                        mask=vmask[:, None] & nmask[None, :] & live,
+                        dz_ptr + g[:, None] * sdg + j[:, None] * sdv + rn[None, :] * sdn,
+                        mask=row[:, None] & nmask[None, :],
                         other=0.0,
                     )
                     wt = tl.load(
@@ -112,21 +129,24 @@ if triton is not None:
                     )
                     e += tl.dot(dz, wt)
                 e = e.to(dtype)
-                dm = tl.dot(e, tl.trans(x))  # dL/dM_h = dz y_hᵀ = e_h xᵀ
-                # this program's share of the topology gradient, in its own slot (no atomics)
-                slot = part_ptr + (pid * H + h) * V * V + rv[:, None] * V + rv[None, :]
-                tl.store(slot, tl.load(slot, mask=tmask, other=0.0) + dm * p, mask=tmask)
+                dm = tl.dot(e, tl.trans(x))  # dL/dM_h = dz y_hᵀ = e_h xᵀ (its diagonal blocks)
+                # The topology gradient: the pack's diagonal blocks summed (the others are zero, as p
+                # is), added to this program's own slot (no atomics).
+                dtp = tl.sum(tl.sum(tl.reshape(dm * p, (PACK, BV, PACK, BV)), axis=2), axis=0)
+                slot = part_ptr + (pid * H + h) * V * V + jv[:, None] * V + jv[None, :]
+                tl.store(slot, tl.load(slot, mask=tmask, other=0.0) + dtp, mask=tmask)
                 dp = dm * topo
                 ds = (p * (dp - tl.sum(dp * p, axis=1)[:, None]) * scale).to(dtype)
-                base = dqk_ptr + g * s2g + rv[:, None] * s2v
+                base = dqk_ptr + g[:, None] * s2g + j[:, None] * s2v
                 tl.store(base + (h * D + rd[None, :]) * s2c, tl.dot(ds, k).to(dtype), qmask)
                 tl.store(base + ((H + h) * D + rd[None, :]) * s2c, tl.dot(tl.trans(ds), q).to(dtype), qmask)
                 dx += tl.dot(tl.trans(m), e)  # dx = Σ_h M_hᵀ e_h
                 u = tl.dot(m, x)  # M_h x, the weight gradient's operand
-                tl.store(
-                    u_ptr + g * sug + rv[:, None] * suv + h * suh + rc[None, :] * suc, u.to(dtype), mask=xmask
-                )
-            tl.store(dx_ptr + g * s4g + rv[:, None] * s4v + rc[None, :] * s4c, dx.to(dtype), mask=xmask)
+                urow = u_ptr + g[:, None] * sug + j[:, None] * suv + h * suh
+                tl.store(urow + rc[None, :] * suc, u.to(dtype), mask=xmask)
+            tl.store(
+                dx_ptr + g[:, None] * s4g + j[:, None] * s4v + rc[None, :] * s4c, dx.to(dtype), mask=xmask
+            )
 
 
 def mixed_backward(
@@ -148,15 +168,15 @@ def mixed_backward(
     if not g:
         return dqk, torch.zeros_like(topology), dx, torch.zeros_like(weight)
     u = torch.empty(g, v, heads, c, device=x.device, dtype=x.dtype)
-    programs = triton.cdiv(g, launch.frames)
+    programs = triton.cdiv(g, launch.pack * launch.groups)
     bn = max(16, min(launch.block_n, triton.next_power_of_2(n)))
     partial = torch.zeros(programs, heads, v, v, device=qk.device, dtype=torch.float32)
     _sagc_mixed_backward_kernel[(programs,)](
         qk, topology, x, weight, dz, dqk, dx, u, partial, g, v, c, n, d, scale,
         *qk.stride(), *topology.stride(), *x.stride(), *weight.stride(), *dz.stride(),
         *dqk.stride(), *dx.stride(), *u.stride(),
-        heads, JOINT_TILE, head_tile(d), max(16, triton.next_power_of_2(c)), bn, triton.cdiv(n, bn),
-        launch.frames, num_warps=launch.num_warps, num_stages=launch.num_stages,
+        heads, JOINT_TILE, launch.pack, head_tile(d), max(16, triton.next_power_of_2(c)), bn,
+        triton.cdiv(n, bn), launch.groups, num_warps=launch.num_warps, num_stages=launch.num_stages,
     )  # fmt: skip
     # dW_h = Σ_rows dzᵀ (M_h x): one GEMM [C', G·V] @ [G·V, H·C] → [C', H, C] → [H, C', C]
     dweight = (dz.reshape(g * v, n).t() @ u.view(g * v, heads * c)).view(n, heads, c).transpose(0, 1)
