@@ -75,10 +75,26 @@ args = (torch.randn(3, 25, 48, generator=g).half().requires_grad_(),
         torch.randn(3, 25, 32, generator=g).half().requires_grad_(),
         (torch.randn(3, 40, 32, generator=g) * 0.2).half().requires_grad_(), 3, 0.35)
 out["opcheck"] = torch.library.opcheck(m._mixed_training_op, args)
+# the backward op: real and fake outputs agree in strides for a strided x and either weight layout
+from torch._subclasses.fake_tensor import FakeTensorMode
+layouts = []
+for w in ((torch.randn(40, 3, 32, generator=g) * 0.2).half().transpose(0, 1),
+          (torch.randn(3, 40, 32, generator=g) * 0.2).half()):
+    ops = (torch.randn(3, 25, 48, generator=g).half(), torch.randn(3, 25, 25, generator=g),
+           torch.randn(3, 25, 40, generator=g).half()[:, :, :32], w,
+           torch.randn(3, 25, 40, generator=g).half())
+    real = m.sagc_mixed_attention_backward(*ops, 3, 0.35)
+    with FakeTensorMode() as mode:
+        fake = m.sagc_mixed_attention_backward(*(mode.from_tensor(t) for t in ops), 3, 0.35)
+    layouts += [a.stride() == b.stride() and a.shape == b.shape for a, b in zip(real, fake)]
+    out["opcheck_backward"] = torch.library.opcheck(m.sagc_mixed_attention_backward, (*ops, 3, 0.35))
+out["layouts"] = layouts
 print(json.dumps(out))
 """
     result = run_in_interpreter(code)
     assert set(result.pop("opcheck").values()) == {"SUCCESS"}
+    assert set(result.pop("opcheck_backward").values()) == {"SUCCESS"}
+    assert result.pop("layouts") == [True] * 8
     for name, r in result.items():
         assert r["used_kernels"] is True and r["finite"] is True, (name, r)
         errors = {k: v for k, v in r.items() if k == "z" or k.startswith("grad_")}

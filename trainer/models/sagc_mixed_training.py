@@ -180,7 +180,8 @@ def mixed_backward(
     )  # fmt: skip
     # dW_h = Σ_rows dzᵀ (M_h x): one GEMM [C', G·V] @ [G·V, H·C] → [C', H, C] → [H, C', C]
     dweight = (dz.reshape(g * v, n).t() @ u.view(g * v, heads * c)).view(n, heads, c).transpose(0, 1)
-    return dqk, partial.sum(0).to(topology.dtype), dx, dweight.to(weight.dtype)
+    # in the weight's own layout, as the fake promises (the weights are small: the copy is free)
+    return dqk, partial.sum(0).to(topology.dtype), dx, torch.empty_like(weight).copy_(dweight)
 
 
 def sagc_mixed_attention_training(
@@ -224,7 +225,13 @@ def sagc_mixed_attention_backward(
 def _backward_fake(
     qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, dz: Tensor, heads: int, scale: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return torch.empty_like(qk), torch.empty_like(topology), torch.empty_like(x), torch.empty_like(weight)
+    contiguous = torch.contiguous_format
+    return (
+        torch.empty_like(qk, memory_format=contiguous),
+        torch.empty_like(topology),
+        torch.empty_like(x, memory_format=contiguous),
+        torch.empty_like(weight),
+    )
 
 
 def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
