@@ -364,7 +364,13 @@ def attention_backward(
 def _backward_fake(
     qk: Tensor, topology: Tensor, y: Tensor, dz: Tensor, heads: int, scale: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return torch.empty_like(qk), torch.empty_like(topology), torch.empty_like(y)
+    # the layouts the kernel path returns (contiguous gradients), also for strided inputs
+    contiguous = torch.contiguous_format
+    return (
+        torch.empty_like(qk, memory_format=contiguous),
+        torch.empty_like(topology),
+        torch.empty_like(y, memory_format=contiguous),
+    )
 
 
 def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
