@@ -438,7 +438,8 @@ class InfoGCN(SkeletonEncoder):
             needs per frame (same function up to rounding). Opt-in: written 2026-12-07 after the
             device time was spent, checked in Triton's interpreter only (fp16, output and four
             gradients within 4e-4 of float64). Predicted, from session 11's floors: the mixing GEMM
-            and attention kernels' ~14 GB per training step of 128 down ~44%, ≤ ~11% of the step.
+            and attention kernels' 14.0 GB per training step of 128 become 7.0 GB, the step's floor
+            at the copy rate 18.8 → 16.5 ms (``bench/op_roofline.py``).
         stem_in_compute_dtype: the stem's output takes the compute dtype (the fp32 positional
             embedding is cast) instead of being promoted to fp32, which ran the data BatchNorm and the
             first three blocks' residual stream in fp32 under autocast, forward and backward.
