@@ -13,7 +13,8 @@ GEMM. Per distinct block shape at a training batch this bench times
 
 checks the chosen launches against float64 on the device, and prints the summed times per training
 step (each shape × its blocks): the prediction for ``model.options={fused_mixing_train: true}``
-before a whole-model run, and the launches to paste into ``TUNED_BACKWARD``::
+before a whole-model run, and the launches to paste into ``TUNED_BACKWARD`` (and
+``TUNED_FORWARD``)::
 
     python bench/sagc_mixed_training_tuning.py --device cuda            # ~2-4 min on an H100/H200
     TRITON_INTERPRET=1 python bench/sagc_mixed_training_tuning.py --device cpu --quick  # script check
@@ -41,11 +42,12 @@ from sagc_inference_tuning import QUICK_SPACE as QUICK_FORWARD_SPACE  # noqa: E4
 from sagc_inference_tuning import SPACE as FORWARD_SPACE  # noqa: E402
 
 from trainer.models import sagc_attention  # noqa: E402
-from trainer.models.sagc_inference import MixedLaunch, mix_heads, mixed_forward, mixed_launch  # noqa: E402
+from trainer.models.sagc_inference import MixedLaunch, mix_heads, mixed_forward  # noqa: E402
 from trainer.models.sagc_mixed_training import (  # noqa: E402
     MixedBackwardLaunch,
     backward_launch,
     check_kernels,
+    forward_launch,
     mixed_backward,
 )
 
@@ -141,7 +143,7 @@ def main() -> None:
     for shape, count in shapes.items():
         g, c, n = shape
         inputs = make_inputs(shape, device, dtype)
-        forward, backward = mixed_launch(c, n), backward_launch(c, n)
+        forward, backward = forward_launch(c, n), backward_launch(c, n)
         row: dict[str, Any] = {"shape": list(shape), "count": count}
         row["two_step_ms"] = round(time_ms(two_step(inputs)), 4)
         row["candidate_default_ms"] = round(time_ms(candidate(inputs, forward, backward)), 4)
@@ -198,6 +200,16 @@ def main() -> None:
         )
         + "}"
     )
+    if args.tune_forward:
+        pairs = (f"({r['shape'][1]}, {r['shape'][2]}): MixedLaunch(" for r in rows)
+        print(
+            "TUNED_FORWARD = {"
+            + ", ".join(
+                p + ", ".join(f"{k}={v}" for k, v in r["forward_launch"].items()) + ")"
+                for p, r in zip(pairs, rows, strict=True)
+            )
+            + "}"
+        )
     print(f"wrote {args.out}")
 
 

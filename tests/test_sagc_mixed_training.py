@@ -139,3 +139,16 @@ print(json.dumps({"out": rel(outs[1], outs[0]),
     assert result["forward"] == 1 and result["backward"] == 1, result
     assert result["out"] < 3e-3, result  # 4.0e-4 when written
     assert max(result["grads"]) < 3e-3, result  # ≤ 6.0e-4 when written
+
+
+def test_launch_tables_fall_back_to_the_eval_table_and_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer.models import sagc_mixed_training as m
+    from trainer.models.sagc_inference import MIXED_LAUNCH, TUNED_MIXED, MixedLaunch
+
+    assert m.forward_launch(128, 128) == TUNED_MIXED[(128, 128)]  # the eval sweep's pick
+    assert m.forward_launch(64, 96) == MIXED_LAUNCH
+    monkeypatch.setitem(m.TUNED_FORWARD, (64, 96), MixedLaunch(pack=2))
+    assert m.forward_launch(64, 96) == MixedLaunch(pack=2)
+    assert m.backward_launch(256, 256).num_warps == 8 and m.backward_launch(64, 64).num_warps == 4
+    monkeypatch.setitem(m.TUNED_BACKWARD, (64, 64), m.MixedBackwardLaunch(pack=2, groups=16))
+    assert m.backward_launch(64, 64) == m.MixedBackwardLaunch(pack=2, groups=16)

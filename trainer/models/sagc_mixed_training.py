@@ -58,6 +58,16 @@ class MixedBackwardLaunch:
 TUNED_BACKWARD: dict[tuple[int, int], MixedBackwardLaunch] = {}
 
 
+# Per (C, C'): the forward kernel's launch for training where the sweep's ``--tune-forward`` found one
+# better than the eval table's (trainer.models.sagc_inference.TUNED_MIXED); empty: not yet run.
+TUNED_FORWARD: dict[tuple[int, int], MixedLaunch] = {}
+
+
+def forward_launch(c: int, n: int) -> MixedLaunch:
+    """The forward kernel's launch in training: the training table's, else the eval table's."""
+    return TUNED_FORWARD.get((c, n)) or mixed_launch(c, n)
+
+
 def backward_launch(c: int, n: int) -> MixedBackwardLaunch:
     """The backward's launch for ``c`` input channels and ``n`` output columns: the tuned one, else
     eight warps where a row tile is 256 wide (the per-frame ``[V, C]`` accumulators then take fewer
@@ -201,7 +211,7 @@ def sagc_mixed_attention_training(
 def _mixed_training_op(
     qk: Tensor, topology: Tensor, x: Tensor, weight: Tensor, heads: int, scale: float
 ) -> Tensor:
-    return mixed_forward(qk, topology, x, weight, heads, scale, mixed_launch(x.shape[2], weight.shape[1]))
+    return mixed_forward(qk, topology, x, weight, heads, scale, forward_launch(x.shape[2], weight.shape[1]))
 
 
 @_mixed_training_op.register_fake
