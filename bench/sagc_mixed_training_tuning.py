@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from sagc_inference_tuning import QUICK_SPACE as QUICK_FORWARD_SPACE  # noqa: E4
 from sagc_inference_tuning import SPACE as FORWARD_SPACE  # noqa: E402
 
 from trainer.models import sagc_attention  # noqa: E402
-from trainer.models.sagc_inference import MixedLaunch, mix_heads, mixed_forward  # noqa: E402
+from trainer.models.sagc_inference import MixedLaunch, mixed_forward  # noqa: E402
 from trainer.models.sagc_mixed_training import (  # noqa: E402
     MixedBackwardLaunch,
     backward_launch,
@@ -90,7 +91,6 @@ def make_inputs(shape: Shape, device: torch.device, dtype: torch.dtype) -> dict[
         "weight": weight,
         "flat_weight": weight.reshape(HEADS * n, c),
         "dz": rnd(g, NUM_JOINTS, n),
-        "y": mix_heads(x, weight),
         "scale": d**-0.5,
     }
 
@@ -103,15 +103,14 @@ def two_step(i: dict[str, Any]) -> Any:
     forward, backward = sagc_attention.forward_launch(n), sagc_attention.backward_launch(n)
 
     def run() -> None:
-        y = F.linear(i["x"], i["flat_weight"])
-        sagc_attention.attention_forward(i["qk"], i["topology"], i["y"], HEADS, i["scale"], forward)
+        y = F.linear(i["x"], i["flat_weight"]).view(g, v * HEADS, n)  # rows (joint, head), as the layer
+        sagc_attention.attention_forward(i["qk"], i["topology"], y, HEADS, i["scale"], forward)
         _, _, dy = sagc_attention.attention_backward(
-            i["qk"], i["topology"], i["y"], i["dz"], HEADS, i["scale"], backward
+            i["qk"], i["topology"], y, i["dz"], HEADS, i["scale"], backward
         )
         dy = dy.view(g * v, HEADS * n)
         torch.mm(dy, i["flat_weight"])  # dx
         torch.mm(dy.t(), i["x"].reshape(g * v, c))  # dW
-        del y
 
     return run
 
@@ -124,6 +123,17 @@ def candidate(i: dict[str, Any], forward: MixedLaunch, backward: MixedBackwardLa
         mixed_backward(i["qk"], i["topology"], i["x"], i["weight"], i["dz"], HEADS, i["scale"], backward)
 
     return run
+
+
+def tune_one(
+    time_ms: Callable[[Callable[[], object]], float],
+    start: Any,
+    space: dict[str, tuple[int, ...]],
+    call: Callable[[Any], Callable[[], object]],
+    label: str,
+) -> tuple[Any, dict[str, float]]:
+    """:func:`sagc_attention_tuning.tune` for one call shape: ``call(launch)`` gives the call to time."""
+    return tune(lambda _, launch: call(launch), {None: 1}, start, space, time_ms, label=label)
 
 
 def main() -> None:
@@ -147,24 +157,23 @@ def main() -> None:
         row: dict[str, Any] = {"shape": list(shape), "count": count}
         row["two_step_ms"] = round(time_ms(two_step(inputs)), 4)
         row["candidate_default_ms"] = round(time_ms(candidate(inputs, forward, backward)), 4)
-        best_backward, costs = tune(
-            lambda s, launch, inputs=inputs, forward=forward: candidate(inputs, forward, launch),
-            {shape: 1},
+
+        best_backward, costs = tune_one(
+            time_ms,
             backward,
             QUICK_SPACE if args.quick else SPACE,
-            time_ms,
-            label=f"backward {shape}",
+            lambda launch, inputs=inputs, forward=forward: candidate(inputs, forward, launch),
+            f"backward {shape}",
         )
         row["backward_launch"] = vars(best_backward)
         row["backward_costs"] = dict(list(costs.items())[:8])
         if args.tune_forward:
-            forward, _ = tune(
-                lambda s, launch, inputs=inputs, b=best_backward: candidate(inputs, launch, b),
-                {shape: 1},
+            forward, _ = tune_one(
+                time_ms,
                 forward,
                 QUICK_FORWARD_SPACE if args.quick else FORWARD_SPACE,
-                time_ms,
-                label=f"forward {shape}",
+                lambda launch, inputs=inputs, b=best_backward: candidate(inputs, launch, b),
+                f"forward {shape}",
             )
         row["forward_launch"] = vars(forward)
         row["candidate_tuned_ms"] = round(time_ms(candidate(inputs, forward, best_backward)), 4)

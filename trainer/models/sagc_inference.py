@@ -252,6 +252,19 @@ def _sagc_mixed_attention_fake(
     return x.new_empty(qk.shape[0], qk.shape[1], weight.shape[1])
 
 
+def check_operands(
+    g: torch.Generator, frames: int, d: int, c: int, n: int, heads: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Float64 ``(qk, topology, x, weight)`` of the kernel checks, laid out as the layer passes them:
+    ``qk`` and ``x`` slices of wider rows, ``weight`` a transposed view ``[H, C', C]``."""
+    v = 25
+    qk = torch.randn(frames, v, 2 * heads * d + 4, generator=g, dtype=torch.float64)[:, :, : 2 * heads * d]
+    topology = torch.randn(heads, v, v, generator=g, dtype=torch.float64)
+    x = torch.randn(frames, v, c + 8, generator=g, dtype=torch.float64)[:, :, :c]
+    weight = (torch.randn(n, heads, c, generator=g, dtype=torch.float64) * c**-0.5).transpose(0, 1)
+    return qk, topology, x, weight
+
+
 def check_kernels(
     device: str = "cuda",
     dtype: torch.dtype = torch.bfloat16,
@@ -266,12 +279,7 @@ def check_kernels(
     """Relative error of the kernel against the float64 reference, on strided inputs (``x`` a slice
     of wider rows, ``weight`` a transposed view as the layer passes it); ``used_kernels``: whether
     Triton ran."""
-    g = torch.Generator().manual_seed(seed)
-    v = 25
-    qk64 = torch.randn(frames, v, 2 * heads * d + 4, generator=g, dtype=torch.float64)[:, :, : 2 * heads * d]
-    topo64 = torch.randn(heads, v, v, generator=g, dtype=torch.float64)
-    x64 = torch.randn(frames, v, c + 8, generator=g, dtype=torch.float64)[:, :, :c]
-    w64 = (torch.randn(n, heads, c, generator=g, dtype=torch.float64) * c**-0.5).transpose(0, 1)  # [H, C', C]
+    qk64, topo64, x64, w64 = check_operands(torch.Generator().manual_seed(seed), frames, d, c, n, heads)
     qk, x, w = (t.to(device, dtype) for t in (qk64, x64, w64))
     topo = topo64.to(device, torch.float32)
     scale = d**-0.5

@@ -32,7 +32,14 @@ import torch
 from torch import Tensor
 
 from trainer.models.sagc_attention import JOINT_TILE, head_tile
-from trainer.models.sagc_inference import MixedLaunch, kernels_apply, mixed_forward, mixed_launch, reference
+from trainer.models.sagc_inference import (
+    MixedLaunch,
+    check_operands,
+    kernels_apply,
+    mixed_forward,
+    mixed_launch,
+    reference,
+)
 from trainer.models.triton_support import relative_error, tl, triton
 
 
@@ -275,12 +282,8 @@ def check_kernels(
     frame group and ``n`` not of its column chunk exercise the masks). ``launches``: (forward,
     backward) launches to call the kernels with directly; None: through the autograd op."""
     g = torch.Generator().manual_seed(seed)
-    v = 25
-    qk64 = torch.randn(frames, v, 2 * heads * d + 4, generator=g, dtype=torch.float64)[:, :, : 2 * heads * d]
-    topo64 = torch.randn(heads, v, v, generator=g, dtype=torch.float64)
-    x64 = torch.randn(frames, v, c + 8, generator=g, dtype=torch.float64)[:, :, :c]
-    w64 = (torch.randn(n, heads, c, generator=g, dtype=torch.float64) * c**-0.5).transpose(0, 1)
-    dz64 = torch.randn(frames, v, n, generator=g, dtype=torch.float64)
+    qk64, topo64, x64, w64 = check_operands(g, frames, d, c, n, heads)
+    dz64 = torch.randn(frames, qk64.shape[1], n, generator=g, dtype=torch.float64)
     scale = d**-0.5
     qk, x, w = (t.to(device, dtype).requires_grad_() for t in (qk64, x64, w64))
     topo = topo64.to(device, torch.float32).requires_grad_()
