@@ -199,16 +199,17 @@ class SelfAttentionGraphConv(nn.Module):
             if qk is not None and self.fused_epilogue and not torch.is_grad_enabled()
             else None
         )
-        if qk is not None and self.fused_mixing_train and epilogue is None and torch.is_grad_enabled():
-            # Training: the mixing inside the attention kernels, forward and backward; the 3×-wide
-            # y is neither written nor kept.
+        training = torch.is_grad_enabled()
+        if qk is not None and (self.fused_mixing_train if training else self.fused_mixing):
+            # The mixing inside the attention kernels: the 3×-wide y is never written (in training
+            # not kept either; the backward kernel recomputes what it needs). qk's dtype is the
+            # compute dtype (autocast's, as F.linear would cast to below).
             rows, weight = rows.reshape(b * t, v, c).to(qk.dtype), weight.to(qk.dtype)
-            z = sagc_mixed_attention_training(qk, self.shared_topology, rows, weight, h, self.scale)
-        elif qk is not None and self.fused_mixing and not torch.is_grad_enabled():
-            # Inference: the mixing happens inside the kernel, y is never written. qk's dtype is
-            # the compute dtype (autocast's, as F.linear would cast to below).
-            rows, weight = rows.reshape(b * t, v, c).to(qk.dtype), weight.to(qk.dtype)
-            z = sagc_mixed_attention(qk, self.shared_topology, rows, weight, h, self.scale, epilogue)
+            z = (
+                sagc_mixed_attention_training(qk, self.shared_topology, rows, weight, h, self.scale)
+                if training  # (no eval epilogue with autograd on)
+                else sagc_mixed_attention(qk, self.shared_topology, rows, weight, h, self.scale, epilogue)
+            )
         else:
             y = F.linear(rows, weight.reshape(h * out, c)).reshape(b * t, v * h, out)  # [B·T, (j, h), C']
             if qk is not None:
