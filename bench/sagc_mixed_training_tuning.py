@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -136,10 +137,40 @@ def tune_one(
     return tune(lambda _, launch: call(launch), {None: 1}, start, space, time_ms, label=label)
 
 
+MODULE_PATH = Path(__file__).resolve().parent.parent / "trainer" / "models" / "sagc_mixed_training.py"
+
+
+def table_literal(rows: list[dict[str, Any]], key: str, launch_class: str) -> str:
+    """The Python literal of one launch table: ``{(C, C'): Launch(field=value, ...), ...}``."""
+    entries = (
+        f"({r['shape'][1]}, {r['shape'][2]}): {launch_class}("
+        + ", ".join(f"{k}={v}" for k, v in r[key].items())
+        + ")"
+        for r in rows
+    )
+    return "{" + ", ".join(entries) + "}"
+
+
+def write_tables(module: Path, tables: dict[str, str]) -> None:
+    """Replace each ``NAME: dict[...] = {...}`` assignment in ``module`` by ``tables[NAME]``."""
+    source = module.read_text()
+    for name, literal in tables.items():
+        pattern = re.compile(rf"^({name}: dict\[.*?\] = )\{{[^{{}}]*\}}", re.MULTILINE)
+        source, count = pattern.subn(lambda m, lit=literal: m.group(1) + lit, source)
+        if count != 1:
+            raise SystemExit(f"found {count} assignments of {name} in {module}; expected one")
+    module.write_text(source)
+
+
 def main() -> None:
     def extra(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--tune-forward", action="store_true", help="tune the forward kernel's launch too"
+        )
+        parser.add_argument(
+            "--write-tables",
+            action="store_true",
+            help="write the found launches into trainer/models/sagc_mixed_training.py",
         )
 
     args = sweep_arguments(
@@ -199,26 +230,14 @@ def main() -> None:
     blocks = sum(r["count"] for r in rows)
     totals = [per_step[k] for k in ("two_step_ms", "candidate_default_ms", "candidate_tuned_ms")]
     print(f"| per training step | {blocks} | " + " | ".join(str(x) for x in totals) + " | |")
-    print(
-        "TUNED_BACKWARD = {"
-        + ", ".join(
-            f"({r['shape'][1]}, {r['shape'][2]}): MixedBackwardLaunch("
-            + ", ".join(f"{k}={v}" for k, v in r["backward_launch"].items())
-            + ")"
-            for r in rows
-        )
-        + "}"
-    )
+    tables = {"TUNED_BACKWARD": table_literal(rows, "backward_launch", "MixedBackwardLaunch")}
     if args.tune_forward:
-        pairs = (f"({r['shape'][1]}, {r['shape'][2]}): MixedLaunch(" for r in rows)
-        print(
-            "TUNED_FORWARD = {"
-            + ", ".join(
-                p + ", ".join(f"{k}={v}" for k, v in r["forward_launch"].items()) + ")"
-                for p, r in zip(pairs, rows, strict=True)
-            )
-            + "}"
-        )
+        tables["TUNED_FORWARD"] = table_literal(rows, "forward_launch", "MixedLaunch")
+    for name, literal in tables.items():
+        print(f"{name} = {literal}")
+    if args.write_tables:
+        write_tables(MODULE_PATH, tables)
+        print(f"wrote {', '.join(tables)} into {MODULE_PATH}")
     print(f"wrote {args.out}")
 
 
