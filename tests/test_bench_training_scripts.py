@@ -450,3 +450,22 @@ def test_sagc_mixed_training_tuning_quick_times_both_paths_and_checks_the_pick(t
     assert steps["two_step_ms"] == round(sum(r["two_step_ms"] * r["count"] for r in result["rows"]), 3)
     assert "| per training step | 3 |" in proc.stdout
     assert "TUNED_BACKWARD = {(24, 40): MixedBackwardLaunch(pack=" in proc.stdout
+
+
+def test_sagc_mixed_training_tuning_writes_its_tables_into_the_module(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from sagc_mixed_training_tuning import MODULE_PATH, table_literal, write_tables
+
+    module = tmp_path / "module.py"
+    module.write_text(MODULE_PATH.read_text())
+    rows = [{"shape": [8, 64, 128], "launch": {"pack": 2, "num_warps": 8}}]
+    literal = table_literal(rows, "launch", "MixedBackwardLaunch")
+    assert literal == "{(64, 128): MixedBackwardLaunch(pack=2, num_warps=8)}"
+    write_tables(module, {"TUNED_BACKWARD": literal})
+    write_tables(module, {"TUNED_BACKWARD": literal})  # a second write replaces the first
+    namespace: dict = {}
+    exec(compile(module.read_text(), str(module), "exec"), namespace)  # noqa: S102 - our own module
+    launch = namespace["TUNED_BACKWARD"][(64, 128)]
+    assert (launch.pack, launch.num_warps, launch.groups) == (2, 8, 4)
+    with pytest.raises(SystemExit, match="found 0 assignments of TUNED_SIDEWAYS"):
+        write_tables(module, {"TUNED_SIDEWAYS": "{}"})
