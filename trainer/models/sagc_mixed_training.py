@@ -148,10 +148,14 @@ if triton is not None:
                 e = e.to(dtype)
                 dm = tl.dot(e, tl.trans(x))  # dL/dM_h = dz y_hᵀ = e_h xᵀ (its diagonal blocks)
                 # The topology gradient: the pack's diagonal blocks summed (the others are zero, as p
-                # is), added to this program's own slot (no atomics).
+                # is), added to this program's own slot (no atomics). Triton orders no global store
+                # before a later load of the same address by another thread of the program (triton-
+                # lang/triton#1097, #9887), so a barrier follows the store: the next group's load of
+                # the slot then sees it whatever thread holds which element.
                 dtp = tl.sum(tl.sum(tl.reshape(dm * p, (PACK, BV, PACK, BV)), axis=2), axis=0)
                 slot = part_ptr + (pid * H + h) * V * V + jv[:, None] * V + jv[None, :]
                 tl.store(slot, tl.load(slot, mask=tmask, other=0.0) + dtp, mask=tmask)
+                tl.debug_barrier()
                 dp = dm * topo
                 ds = (p * (dp - tl.sum(dp * p, axis=1)[:, None]) * scale).to(dtype)
                 base = dqk_ptr + g[:, None] * s2g + j[:, None] * s2v
