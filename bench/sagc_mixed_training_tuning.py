@@ -132,9 +132,10 @@ def tune_one(
     space: dict[str, tuple[int, ...]],
     call: Callable[[Any], Callable[[], object]],
     label: str,
+    rounds: int = 2,
 ) -> tuple[Any, dict[str, float]]:
     """:func:`sagc_attention_tuning.tune` for one call shape: ``call(launch)`` gives the call to time."""
-    return tune(lambda _, launch: call(launch), {None: 1}, start, space, time_ms, label=label)
+    return tune(lambda _, launch: call(launch), {None: 1}, start, space, time_ms, rounds, label)
 
 
 MODULE_PATH = Path(__file__).resolve().parent.parent / "trainer" / "models" / "sagc_mixed_training.py"
@@ -172,6 +173,7 @@ def main() -> None:
             action="store_true",
             help="write the found launches into trainer/models/sagc_mixed_training.py",
         )
+        parser.add_argument("--rounds", type=int, default=2, help="coordinate-descent passes over the space")
 
     args = sweep_arguments(
         __doc__, 128, "training batch (samples)", "sagc_mixed_training_tuning.json", extra=extra
@@ -195,6 +197,7 @@ def main() -> None:
             QUICK_SPACE if args.quick else SPACE,
             lambda launch, inputs=inputs, forward=forward: candidate(inputs, forward, launch),
             f"backward {shape}",
+            args.rounds,
         )
         row["backward_launch"] = vars(best_backward)
         row["backward_costs"] = dict(list(costs.items())[:8])
@@ -205,6 +208,7 @@ def main() -> None:
                 QUICK_FORWARD_SPACE if args.quick else FORWARD_SPACE,
                 lambda launch, inputs=inputs, b=best_backward: candidate(inputs, launch, b),
                 f"forward {shape}",
+                args.rounds,
             )
         row["forward_launch"] = vars(forward)
         row["candidate_tuned_ms"] = round(time_ms(candidate(inputs, forward, best_backward)), 4)
