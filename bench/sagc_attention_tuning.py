@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -223,6 +224,37 @@ def save(args: argparse.Namespace, calls: Counter[Shape], rows: list[dict[str, A
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     return result
+
+
+def tune_shape_in_child(
+    script: str, args: argparse.Namespace, shape: Any, count: int, extra: list[str] | None = None
+) -> dict[str, Any]:
+    """Run ``script --one-shape [shape, count]`` in a fresh process and return the row it prints
+    (``ROW {json}``): a launch that faults the GPU (an illegal address kills the CUDA context for
+    every later launch) or hangs loses that shape only. ``extra``: the child's own arguments."""
+    command = [sys.executable, script, "--device", args.device, "--one-shape", json.dumps([shape, count])]
+    command += (["--quick"] if args.quick else []) + (extra or [])
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=args.shape_timeout)
+    except subprocess.TimeoutExpired:
+        return {"shape": list(shape), "calls": count, "failed": f"no result in {args.shape_timeout} s"}
+    print(proc.stdout, end="", flush=True)
+    rows = [line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")]
+    if proc.returncode or not rows:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        return {"shape": list(shape), "calls": count, "failed": f"exit {proc.returncode}: {tail}"}
+    return json.loads(rows[-1])
+
+
+def child_arguments(parser: argparse.ArgumentParser, shape_timeout: int = 150) -> None:
+    """The arguments of a sweep that tunes one shape per child process on CUDA."""
+    parser.add_argument("--one-shape", help=argparse.SUPPRESS)  # [shape, count]: tune it, print its row
+    parser.add_argument(
+        "--isolate", action="store_true", help="one child process per shape (the default on CUDA)"
+    )
+    parser.add_argument(
+        "--shape-timeout", type=int, default=shape_timeout, help="seconds per shape's child process"
+    )
 
 
 def sweep_arguments(

@@ -22,10 +22,8 @@ Writes ``bench/results/sagc_inference_tuning.json`` (``--out`` elsewhere).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -37,7 +35,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sagc_attention_tuning import run_header, sweep_arguments, timer, tune  # noqa: E402
+from sagc_attention_tuning import (  # noqa: E402
+    child_arguments,
+    run_header,
+    sweep_arguments,
+    timer,
+    tune,
+    tune_shape_in_child,
+)
 
 from dataspec import load_spec  # noqa: E402
 from trainer.models import infogcn, sagc_attention, sagc_inference  # noqa: E402
@@ -162,32 +167,6 @@ def tune_shape(
     }
 
 
-def tune_shape_in_child(args: argparse.Namespace, shape: Shape, count: int) -> dict[str, Any]:
-    """:func:`tune_shape` in a fresh process: a launch that faults the GPU (an illegal address kills
-    the CUDA context for every later launch) loses that shape only."""
-    command = [sys.executable, __file__, "--device", args.device, "--one-shape", json.dumps([shape, count])]
-    command += ["--quick"] if args.quick else []
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=args.shape_timeout)
-    except subprocess.TimeoutExpired:
-        return {"shape": list(shape), "calls": count, "failed": f"no result in {args.shape_timeout} s"}
-    print(proc.stdout, end="", flush=True)
-    rows = [line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")]
-    if proc.returncode or not rows:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
-        return {"shape": list(shape), "calls": count, "failed": f"exit {proc.returncode}: {tail}"}
-    return json.loads(rows[-1])
-
-
-def child_arguments(parser: argparse.ArgumentParser) -> None:
-    """This sweep's own arguments: one shape per child process on CUDA."""
-    parser.add_argument("--one-shape", help=argparse.SUPPRESS)  # [shape, count]: tune it, print its row
-    parser.add_argument(
-        "--isolate", action="store_true", help="one child process per shape (the default on CUDA)"
-    )
-    parser.add_argument("--shape-timeout", type=int, default=150, help="seconds per shape's child process")
-
-
 def main() -> None:
     args = sweep_arguments(
         __doc__, 256, "eval batch (2 persons each)", "sagc_inference_tuning.json", extra=child_arguments
@@ -207,7 +186,11 @@ def main() -> None:
     rows = []
     for shape, count in sorted(calls.items()):
         isolate = args.isolate or (device.type == "cuda" and not args.quick)
-        row = tune_shape_in_child(args, shape, count) if isolate else tune_shape(shape, count, device, space)
+        row = (
+            tune_shape_in_child(__file__, args, shape, count)
+            if isolate
+            else tune_shape(shape, count, device, space)
+        )
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "timed_launches"}), flush=True)
 

@@ -11,12 +11,13 @@ GEMM. Per distinct block shape at a training batch this bench times
   descent over frames packed per tile, packs per program, column chunk, warps and stages (and with
   ``--tune-forward`` the forward kernel's launch too, over the eval sweep's space),
 
-checks the chosen launches against float64 on the device, and prints the summed times per training
-step (each shape × its blocks): the prediction for ``model.options={fused_mixing_train: true}``
-before a whole-model run, and the launches to paste into ``TUNED_BACKWARD`` (and
-``TUNED_FORWARD``)::
+checks the chosen launches against float64 on the device (on CUDA each shape in a child process,
+``--shape-timeout`` seconds each: a launch that faults the GPU loses its shape only), and prints the
+summed times per training step (each shape × its blocks): the prediction for
+``model.options={fused_mixing_train: true}`` before a whole-model run, and the launch tables
+``TUNED_BACKWARD`` (and ``TUNED_FORWARD``), which ``--write-tables`` writes into the module::
 
-    python bench/sagc_mixed_training_tuning.py --device cuda            # ~2-4 min on an H100/H200
+    python bench/sagc_mixed_training_tuning.py --device cuda --write-tables   # ~2-4 min, H100/H200
     TRITON_INTERPRET=1 python bench/sagc_mixed_training_tuning.py --device cpu --quick  # script check
 
 Writes ``bench/results/sagc_mixed_training_tuning.json`` (``--out`` elsewhere).
@@ -39,7 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from block_throughput import NUM_JOINTS, PERSONS, block_shapes  # noqa: E402
-from sagc_attention_tuning import run_header, sweep_arguments, timer, tune  # noqa: E402
+from sagc_attention_tuning import (  # noqa: E402
+    child_arguments,
+    run_header,
+    sweep_arguments,
+    timer,
+    tune,
+    tune_shape_in_child,
+)
 from sagc_inference_tuning import QUICK_SPACE as QUICK_FORWARD_SPACE  # noqa: E402
 from sagc_inference_tuning import SPACE as FORWARD_SPACE  # noqa: E402
 
@@ -163,6 +171,43 @@ def write_tables(module: Path, tables: dict[str, str]) -> None:
     module.write_text(source)
 
 
+def tune_shape(shape: Shape, count: int, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    """One block shape: both paths timed, the backward's launch (and with ``--tune-forward`` the
+    forward's) tuned, the pick checked against float64."""
+    g, c, n = shape
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float16
+    time_ms = timer(device)
+    inputs = make_inputs(shape, device, dtype)
+    forward, backward = forward_launch(c, n), backward_launch(c, n)
+    row: dict[str, Any] = {"shape": list(shape), "count": count}
+    row["two_step_ms"] = round(time_ms(two_step(inputs)), 4)
+    row["candidate_default_ms"] = round(time_ms(candidate(inputs, forward, backward)), 4)
+    best_backward, costs = tune_one(
+        time_ms,
+        backward,
+        QUICK_SPACE if args.quick else SPACE,
+        lambda launch: candidate(inputs, forward, launch),
+        f"backward {shape}",
+        args.rounds,
+    )
+    row["backward_launch"] = vars(best_backward)
+    row["backward_costs"] = dict(list(costs.items())[:8])
+    if args.tune_forward:
+        forward, _ = tune_one(
+            time_ms,
+            forward,
+            QUICK_FORWARD_SPACE if args.quick else FORWARD_SPACE,
+            lambda launch: candidate(inputs, launch, best_backward),
+            f"forward {shape}",
+            args.rounds,
+        )
+    row["forward_launch"] = vars(forward)
+    row["candidate_tuned_ms"] = round(time_ms(candidate(inputs, forward, best_backward)), 4)
+    small = {"frames": 7 if not args.quick else 5, "d": max(c // 8, 1), "c": c, "n": n}
+    row["check"] = check_kernels(device.type, dtype, **small, launches=(forward, best_backward))
+    return row
+
+
 def main() -> None:
     def extra(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
@@ -174,53 +219,33 @@ def main() -> None:
             help="write the found launches into trainer/models/sagc_mixed_training.py",
         )
         parser.add_argument("--rounds", type=int, default=2, help="coordinate-descent passes over the space")
+        child_arguments(parser, shape_timeout=120)
 
     args = sweep_arguments(
         __doc__, 128, "training batch (samples)", "sagc_mixed_training_tuning.json", extra=extra
     )
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float16
+    if args.one_shape:
+        shape, count = json.loads(args.one_shape)
+        print("ROW " + json.dumps(tune_shape(tuple(shape), count, device, args)), flush=True)
+        return
     shapes = {(6, 24, 40): 1, (5, 48, 80): 2} if args.quick else step_shapes(args.batch, args.frames)
-    time_ms = timer(device)
-    rows = []
+    isolate = args.isolate or (device.type == "cuda" and not args.quick)
+    child_extra = ["--rounds", str(args.rounds)] + (["--tune-forward"] if args.tune_forward else [])
+    rows, failed = [], []
     for shape, count in shapes.items():
-        g, c, n = shape
-        inputs = make_inputs(shape, device, dtype)
-        forward, backward = forward_launch(c, n), backward_launch(c, n)
-        row: dict[str, Any] = {"shape": list(shape), "count": count}
-        row["two_step_ms"] = round(time_ms(two_step(inputs)), 4)
-        row["candidate_default_ms"] = round(time_ms(candidate(inputs, forward, backward)), 4)
-
-        best_backward, costs = tune_one(
-            time_ms,
-            backward,
-            QUICK_SPACE if args.quick else SPACE,
-            lambda launch, inputs=inputs, forward=forward: candidate(inputs, forward, launch),
-            f"backward {shape}",
-            args.rounds,
+        row = (
+            tune_shape_in_child(__file__, args, shape, count, child_extra)
+            if isolate
+            else tune_shape(shape, count, device, args)
         )
-        row["backward_launch"] = vars(best_backward)
-        row["backward_costs"] = dict(list(costs.items())[:8])
-        if args.tune_forward:
-            forward, _ = tune_one(
-                time_ms,
-                forward,
-                QUICK_FORWARD_SPACE if args.quick else FORWARD_SPACE,
-                lambda launch, inputs=inputs, b=best_backward: candidate(inputs, launch, b),
-                f"forward {shape}",
-                args.rounds,
-            )
-        row["forward_launch"] = vars(forward)
-        row["candidate_tuned_ms"] = round(time_ms(candidate(inputs, forward, best_backward)), 4)
-        small = {"frames": 7 if not args.quick else 5, "d": max(c // 8, 1), "c": c, "n": n}
-        row["check"] = check_kernels(device.type, dtype, **small, launches=(forward, best_backward))
-        rows.append(row)
+        (failed if "failed" in row else rows).append(row)
         print(json.dumps(row), flush=True)
     per_step = {
         key: round(sum(r[key] * r["count"] for r in rows), 3)
         for key in ("two_step_ms", "candidate_default_ms", "candidate_tuned_ms")
     }
-    result = {**run_header(args), "rows": rows, "ms_per_training_step": per_step}
+    result = {**run_header(args), "rows": rows, "failed": failed, "ms_per_training_step": per_step}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{result['gpu']}, batch {args.batch}: SA-GC mixing + attention, forward + backward, ms per call")
@@ -234,6 +259,8 @@ def main() -> None:
     blocks = sum(r["count"] for r in rows)
     totals = [per_step[k] for k in ("two_step_ms", "candidate_default_ms", "candidate_tuned_ms")]
     print(f"| per training step | {blocks} | " + " | ".join(str(x) for x in totals) + " | |")
+    for r in failed:
+        print(f"FAILED {r['shape']}: {r['failed']}")
     tables = {"TUNED_BACKWARD": table_literal(rows, "backward_launch", "MixedBackwardLaunch")}
     if args.tune_forward:
         tables["TUNED_FORWARD"] = table_literal(rows, "forward_launch", "MixedLaunch")

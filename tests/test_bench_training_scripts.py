@@ -435,6 +435,7 @@ def test_sagc_mixed_training_tuning_quick_times_both_paths_and_checks_the_pick(t
     out_file = tmp_path / "mixed_training.json"
     env = dict(os.environ, TRITON_INTERPRET="1")
     args = [sys.executable, "bench/sagc_mixed_training_tuning.py", "--device", "cpu", "--quick"]
+    args += ["--isolate"]  # each shape in a child process, as on CUDA
     proc = subprocess.run(
         [*args, "--out", str(out_file)], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env
     )
@@ -450,6 +451,7 @@ def test_sagc_mixed_training_tuning_quick_times_both_paths_and_checks_the_pick(t
     assert steps["two_step_ms"] == round(sum(r["two_step_ms"] * r["count"] for r in result["rows"]), 3)
     assert "| per training step | 3 |" in proc.stdout
     assert "TUNED_BACKWARD = {(24, 40): MixedBackwardLaunch(pack=" in proc.stdout
+    assert result["failed"] == [] and proc.stdout.count("ROW ") == 2  # one row from each child
 
 
 def test_sagc_mixed_training_tuning_writes_its_tables_into_the_module(tmp_path: Path) -> None:
