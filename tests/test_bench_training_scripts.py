@@ -471,3 +471,18 @@ def test_sagc_mixed_training_tuning_writes_its_tables_into_the_module(tmp_path: 
     assert (launch.pack, launch.num_warps, launch.groups) == (2, 8, 4)
     with pytest.raises(SystemExit, match="found 0 assignments of TUNED_SIDEWAYS"):
         write_tables(module, {"TUNED_SIDEWAYS": "{}"})
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
+def test_kernel_resources_compiles_the_launch_the_wrapper_makes_for_hopper_without_a_gpu() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from kernel_resources import mixed_backward_rows
+    from triton.runtime.jit import JITFunction
+
+    run = JITFunction.run
+    rows = mixed_backward_rows({(4, 64, 64): 1}, sweep=False)
+    assert JITFunction.run is run  # the interception ends with the measurement
+    [row] = rows
+    assert row["kernel"] == "_sagc_mixed_backward_kernel" and "failed" not in row, row
+    assert 0 < row["registers"] <= 255 and row["stack_bytes"] >= 0 and row["shared_bytes"] > 0
+    assert row["chosen"] and row["launch"]["num_warps"] == 4  # the module's launch for C = 64
