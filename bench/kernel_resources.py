@@ -83,7 +83,8 @@ def compile_for(launch: Launch, target: GPUTarget = HOPPER) -> Any:
     options, signature, constexprs, attrs = fn._pack_args(
         backend, launch.kwargs, bound, specialization, options
     )
-    return triton.compile(ASTSource(fn, signature, constexprs, attrs), target=target, options=options.__dict__)
+    source = ASTSource(fn, signature, constexprs, attrs)
+    return triton.compile(source, target=target, options=options.__dict__)
 
 
 def resource_usage(compiled: Any) -> dict[str, int]:
@@ -141,10 +142,9 @@ def mixed_backward_rows(shapes: dict[tuple[int, int, int], int], sweep: bool) ->
             ]
         for launch in launches:
             found = measure(
-                lambda launch=launch: mixed_backward(
-                    inputs["qk"], inputs["topology"], inputs["x"], inputs["weight"], inputs["dz"],
-                    HEADS, inputs["scale"], launch,
-                )  # fmt: skip
+                lambda i=inputs, launch=launch: mixed_backward(
+                    i["qk"], i["topology"], i["x"], i["weight"], i["dz"], HEADS, i["scale"], launch
+                )
             )
             for row in found:
                 row.update(c=c, n=n, blocks=count, launch=vars(launch), chosen=launch == chosen)
