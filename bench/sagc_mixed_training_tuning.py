@@ -68,6 +68,7 @@ SPACE = {
     # this sweep runs every shape in one process (a lost CUDA context would lose the rest)
     "pack": (1, 2),
     "groups": (1, 4, 16),
+    "block_c": (32, 64, 128),
     "block_n": (16, 32, 64, 128),
     "num_warps": (2, 4, 8),
     "num_stages": (1, 2, 3),

@@ -50,11 +50,12 @@ class MixedBackwardLaunch:
     ``pack`` frames share one tile (``[pack·32, ·]`` rows: each weight chunk loaded serves ``pack``
     frames, and ``dz W_h`` is a taller tensor-core product; the maps become block-diagonal, ``pack``×
     their FLOPs); ``groups`` packs per program one after the other (fewer topology-gradient slots);
-    then the output-column chunk of ``dz W_h``, warps and stages.
+    then the chunk of C kept live at a time, the output-column chunk of ``dz W_h``, warps and stages.
     """
 
     pack: int = 1
     groups: int = 4
+    block_c: int = 64
     block_n: int = 64
     num_warps: int = 4
     num_stages: int = 1
@@ -77,14 +78,51 @@ def forward_launch(c: int, n: int) -> MixedLaunch:
 
 def backward_launch(c: int, n: int) -> MixedBackwardLaunch:
     """The backward's launch for ``c`` input channels and ``n`` output columns: the tuned one, else
-    eight warps where a row tile is 256 wide (the per-frame ``[V, C]`` accumulators then take fewer
-    registers per thread) and the defaults otherwise."""
+    the defaults with eight warps. Compiled for sm_90 (``bench/kernel_resources.py --sweep``, Triton
+    3.5), four warps spill 80–360 bytes per thread at every block shape unless one pack per program;
+    eight warps at most 16 (the default path's attention backward: 0–96)."""
     if (c, n) in TUNED_BACKWARD:
         return TUNED_BACKWARD[(c, n)]
-    return MixedBackwardLaunch(num_warps=8) if c > 128 else MixedBackwardLaunch()
+    return MixedBackwardLaunch(num_warps=8)
 
 
 if triton is not None:
+
+    @triton.jit
+    def _softmax_map(
+        qk_rows, topo_ptr, h, j, rd, qmask, pair, row, scale, D, sqc, sth, sti, stj,
+        H: tl.constexpr,
+    ):  # fmt: skip
+        """Per head: q, k, the softmax ``p`` (zero off the pack's diagonal blocks), the topology and
+        ``M_h = p ⊙ A_h``, all for the tile's rows."""
+        q = tl.load(qk_rows + (h * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
+        k = tl.load(qk_rows + ((H + h) * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
+        s = tl.dot(q, tl.trans(k)) * scale
+        s = tl.where(pair & row[None, :], s, -1.0e30)  # finite: rows past the end have no key
+        p = tl.exp(s - tl.max(s, axis=1)[:, None])
+        p = p / tl.sum(p, axis=1)[:, None]
+        topo = tl.load(topo_ptr + h * sth + j[:, None] * sti + j[None, :] * stj, mask=pair, other=0.0)
+        p = tl.where(pair & row[None, :], p, 0.0)
+        return q, k, p, topo
+
+    @triton.jit
+    def _dz_times_weight(
+        dz_rows, w_ptr, h, rc, cmask, row, N, sdn, swh, swn, swc,
+        ROWS: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr, N_BLOCKS: tl.constexpr,
+    ):  # fmt: skip
+        """``e_h = dz W_h`` for one chunk of C: ``[rows, C']`` @ ``[C', BC]``, C' in BN chunks."""
+        e = tl.zeros((ROWS, BC), dtype=tl.float32)
+        for nb in range(N_BLOCKS):  # a loop on the GPU, not unrolled: less code, fewer live values
+            rn = nb * BN + tl.arange(0, BN)
+            nmask = rn < N
+            dz = tl.load(dz_rows + rn[None, :] * sdn, mask=row[:, None] & nmask[None, :], other=0.0)
+            wt = tl.load(
+                w_ptr + h * swh + rn[:, None] * swn + rc[None, :] * swc,
+                mask=nmask[:, None] & cmask[None, :],
+                other=0.0,
+            )
+            e += tl.dot(dz, wt)
+        return e
 
     @triton.jit
     def _sagc_mixed_backward_kernel(
@@ -92,20 +130,21 @@ if triton is not None:
         sqg, sqv, sqc, sth, sti, stj, sxg, sxv, sxc, swh, swn, swc, sdg, sdv, sdn,
         s2g, s2v, s2c, s4g, s4v, s4c, sug, suv, suh, suc,
         H: tl.constexpr, BV: tl.constexpr, PACK: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr,
-        BN: tl.constexpr, N_BLOCKS: tl.constexpr, GROUPS: tl.constexpr,
+        BN: tl.constexpr, C_BLOCKS: tl.constexpr, N_BLOCKS: tl.constexpr, GROUPS: tl.constexpr,
     ):  # fmt: skip
         # One tile holds PACK frames (rows r: frame r // BV of the pack, joint r % BV), so dz W_h is one
-        # [PACK·32, C'] @ [C', C] product per weight chunk, and the per-frame maps are one block-
+        # [PACK·32, C'] @ [C', BC] product per weight chunk, and the per-frame maps are one block-
         # diagonal [PACK·32, PACK·32] matrix (zero off the diagonal blocks, as in the forward kernel).
-        # GROUPS packs per program, one after the other.
+        # GROUPS packs per program, one after the other. Two phases per pack keep only chunks of C
+        # live (registers, not local memory): (1) per head, dM_h = Σ_chunks (dz W_h) xᵀ, then the
+        # topology and q/k gradients; (2) per chunk of C, dx = Σ_h M_hᵀ (dz W_h) and M_h x, with
+        # dz W_h computed again (FLOPs are cheap here; the bytes are what this kernel saves).
         pid = tl.program_id(0)
         r = tl.arange(0, BV * PACK)
         j = r % BV
         same = (r[:, None] // BV) == (r[None, :] // BV)
         pair = same & (j[:, None] < V) & (j[None, :] < V)
         rd = tl.arange(0, BD)
-        rc = tl.arange(0, BC)
-        cmask = rc < C
         dtype = x_ptr.dtype.element_ty
         jv = tl.arange(0, BV)
         tmask = (jv[:, None] < V) & (jv[None, :] < V)
@@ -113,40 +152,22 @@ if triton is not None:
             g = (pid.to(tl.int64) * GROUPS + grp) * PACK + r // BV
             row = (j < V) & (g < G)
             qmask = row[:, None] & (rd[None, :] < D)
-            xmask = row[:, None] & cmask[None, :]
-            x = tl.load(
-                x_ptr + g[:, None] * sxg + j[:, None] * sxv + rc[None, :] * sxc, mask=xmask, other=0.0
-            )
             qk_rows = qk_ptr + g[:, None] * sqg + j[:, None] * sqv
-            dx = tl.zeros((BV * PACK, BC), dtype=tl.float32)
+            x_rows = x_ptr + g[:, None] * sxg + j[:, None] * sxv
+            dz_rows = dz_ptr + g[:, None] * sdg + j[:, None] * sdv
             for h in tl.static_range(H):
-                q = tl.load(qk_rows + (h * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
-                k = tl.load(qk_rows + ((H + h) * D + rd[None, :]) * sqc, mask=qmask, other=0.0)
-                s = tl.dot(q, tl.trans(k)) * scale
-                s = tl.where(pair & row[None, :], s, -1.0e30)  # finite: rows past the end have no key
-                p = tl.exp(s - tl.max(s, axis=1)[:, None])
-                p = p / tl.sum(p, axis=1)[:, None]
-                topo = tl.load(topo_ptr + h * sth + j[:, None] * sti + j[None, :] * stj, mask=pair, other=0.0)
-                p = tl.where(pair & row[None, :], p, 0.0)
-                m = (p * topo).to(dtype)
-                # e_h = dz W_h: [rows, C'] @ [C', C], C' in chunks
-                e = tl.zeros((BV * PACK, BC), dtype=tl.float32)
-                for nb in tl.static_range(N_BLOCKS):
-                    rn = nb * BN + tl.arange(0, BN)
-                    nmask = rn < N
-                    dz = tl.load(
-                        dz_ptr + g[:, None] * sdg + j[:, None] * sdv + rn[None, :] * sdn,
-                        mask=row[:, None] & nmask[None, :],
-                        other=0.0,
+                q, k, p, topo = _softmax_map(
+                    qk_rows, topo_ptr, h, j, rd, qmask, pair, row, scale, D, sqc, sth, sti, stj, H
+                )
+                dm = tl.zeros((BV * PACK, BV * PACK), dtype=tl.float32)
+                for cb in range(C_BLOCKS):
+                    rc = cb * BC + tl.arange(0, BC)
+                    cmask = rc < C
+                    e = _dz_times_weight(
+                        dz_rows, w_ptr, h, rc, cmask, row, N, sdn, swh, swn, swc, BV * PACK, BC, BN, N_BLOCKS
                     )
-                    wt = tl.load(
-                        w_ptr + h * swh + rn[:, None] * swn + rc[None, :] * swc,
-                        mask=nmask[:, None] & cmask[None, :],
-                        other=0.0,
-                    )
-                    e += tl.dot(dz, wt)
-                e = e.to(dtype)
-                dm = tl.dot(e, tl.trans(x))  # dL/dM_h = dz y_hᵀ = e_h xᵀ (its diagonal blocks)
+                    x = tl.load(x_rows + rc[None, :] * sxc, mask=row[:, None] & cmask[None, :], other=0.0)
+                    dm += tl.dot(e.to(dtype), tl.trans(x))  # dL/dM_h = dz y_hᵀ = e_h xᵀ
                 # The topology gradient: the pack's diagonal blocks summed (the others are zero, as p
                 # is), added to this program's own slot (no atomics). Triton orders no global store
                 # before a later load of the same address by another thread of the program (triton-
@@ -161,13 +182,27 @@ if triton is not None:
                 base = dqk_ptr + g[:, None] * s2g + j[:, None] * s2v
                 tl.store(base + (h * D + rd[None, :]) * s2c, tl.dot(ds, k).to(dtype), qmask)
                 tl.store(base + ((H + h) * D + rd[None, :]) * s2c, tl.dot(tl.trans(ds), q).to(dtype), qmask)
-                dx += tl.dot(tl.trans(m), e)  # dx = Σ_h M_hᵀ e_h
-                u = tl.dot(m, x)  # M_h x, the weight gradient's operand
-                urow = u_ptr + g[:, None] * sug + j[:, None] * suv + h * suh
-                tl.store(urow + rc[None, :] * suc, u.to(dtype), mask=xmask)
-            tl.store(
-                dx_ptr + g[:, None] * s4g + j[:, None] * s4v + rc[None, :] * s4c, dx.to(dtype), mask=xmask
-            )
+            for cb in range(C_BLOCKS):
+                rc = cb * BC + tl.arange(0, BC)
+                cmask = rc < C
+                xmask = row[:, None] & cmask[None, :]
+                x = tl.load(x_rows + rc[None, :] * sxc, mask=xmask, other=0.0)
+                dx = tl.zeros((BV * PACK, BC), dtype=tl.float32)
+                for h in tl.static_range(H):
+                    _, _, p, topo = _softmax_map(
+                        qk_rows, topo_ptr, h, j, rd, qmask, pair, row, scale, D, sqc, sth, sti, stj, H
+                    )
+                    m = (p * topo).to(dtype)
+                    e = _dz_times_weight(
+                        dz_rows, w_ptr, h, rc, cmask, row, N, sdn, swh, swn, swc, BV * PACK, BC, BN, N_BLOCKS
+                    )
+                    dx += tl.dot(tl.trans(m), e.to(dtype))  # dx = Σ_h M_hᵀ e_h
+                    u = tl.dot(m, x)  # M_h x, the weight gradient's operand
+                    urow = u_ptr + g[:, None] * sug + j[:, None] * suv + h * suh
+                    tl.store(urow + rc[None, :] * suc, u.to(dtype), mask=xmask)
+                tl.store(
+                    dx_ptr + g[:, None] * s4g + j[:, None] * s4v + rc[None, :] * s4c, dx.to(dtype), mask=xmask
+                )
 
 
 def mixed_backward(
@@ -191,13 +226,15 @@ def mixed_backward(
     u = torch.empty(g, v, heads, c, device=x.device, dtype=x.dtype)
     programs = triton.cdiv(g, launch.pack * launch.groups)
     bn = max(16, min(launch.block_n, triton.next_power_of_2(n)))
+    bc = max(16, min(launch.block_c, triton.next_power_of_2(c)))
     partial = torch.zeros(programs, heads, v, v, device=qk.device, dtype=torch.float32)
     _sagc_mixed_backward_kernel[(programs,)](
         qk, topology, x, weight, dz, dqk, dx, u, partial, g, v, c, n, d, scale,
         *qk.stride(), *topology.stride(), *x.stride(), *weight.stride(), *dz.stride(),
         *dqk.stride(), *dx.stride(), *u.stride(),
-        heads, JOINT_TILE, launch.pack, head_tile(d), max(16, triton.next_power_of_2(c)), bn,
-        triton.cdiv(n, bn), launch.groups, num_warps=launch.num_warps, num_stages=launch.num_stages,
+        heads, JOINT_TILE, launch.pack, head_tile(d), bc, bn, triton.cdiv(c, bc), triton.cdiv(n, bn),
+        launch.groups,
+        num_warps=launch.num_warps, num_stages=launch.num_stages,
     )  # fmt: skip
     # dW_h = Σ_rows dzᵀ (M_h x): one GEMM [C', G·V] @ [G·V, H·C] → [C', H, C] → [H, C', C]
     dweight = (dz.reshape(g * v, n).t() @ u.view(g * v, heads * c)).view(n, heads, c).transpose(0, 1)
