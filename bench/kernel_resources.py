@@ -12,8 +12,8 @@ intercepted (:func:`recorded_launches`), so the arguments, constexprs and launch
 the ones the wrapper would pass on the GPU; each recorded launch is then compiled for the target
 (:func:`compile_for`) and read (:func:`resource_usage`)::
 
-    python bench/kernel_resources.py                       # the fused-mixing backward, each block shape
-    python bench/kernel_resources.py --sweep               # ... at every launch of its tuning space
+    python bench/kernel_resources.py           # SA-GC's kernels of both training paths, each block shape
+    python bench/kernel_resources.py --sweep   # ... and the fused backward at every launch of its space
 
 Writes ``bench/results/kernel_resources.json`` (``--out`` elsewhere).
 """
@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -121,35 +122,51 @@ def measure(call: Callable[[], object], target: GPUTarget = HOPPER) -> list[dict
     return rows
 
 
-def mixed_backward_rows(shapes: dict[tuple[int, int, int], int], sweep: bool) -> list[dict[str, Any]]:
-    """The fused-mixing training backward at each block shape: its chosen launch, or every launch
-    of its sweep's space (one parameter moved at a time from the chosen one, as the sweep moves)."""
-    from sagc_mixed_training_tuning import HEADS, SPACE, make_inputs
+def shape_calls(c: int, n: int, sweep: bool) -> list[tuple[str, Any, Callable[[], object]]]:
+    """(path, launch, call) of each SA-GC kernel launch one block of shape ``c → n`` makes in training:
+    the default path's attention forward and backward (``two-step``), the fused path's forward and
+    backward (``fused mixing``); with ``sweep`` the fused backward at every launch of its tuning
+    space too (one parameter moved at a time from the chosen one, as the sweep moves)."""
+    from sagc_mixed_training_tuning import HEADS, NUM_JOINTS, SPACE, make_inputs
 
-    from trainer.models.sagc_mixed_training import backward_launch, mixed_backward
+    from trainer.models import sagc_attention
+    from trainer.models.sagc_inference import mixed_forward
+    from trainer.models.sagc_mixed_training import backward_launch, forward_launch, mixed_backward
 
+    i = make_inputs((4, c, n), torch.device("cpu"), torch.bfloat16)
+    qk, topo, x, w, dz, s = i["qk"], i["topology"], i["x"], i["weight"], i["dz"], i["scale"]
+    y = torch.empty(4, NUM_JOINTS * HEADS, n, dtype=torch.bfloat16)
+    attention = sagc_attention
+    forward, backward = attention.forward_launch(n), attention.backward_launch(n)
+    mixed = forward_launch(c, n)
+    chosen = backward_launch(c, n)
+    backward_launches = [chosen]
+    if sweep:
+        backward_launches += [
+            dataclasses.replace(chosen, **{name: value})
+            for name, values in SPACE.items()
+            for value in values
+            if value != getattr(chosen, name)
+        ]
+    return [
+        ("two-step", forward, partial(attention.attention_forward, qk, topo, y, HEADS, s, forward)),
+        ("two-step", backward, partial(attention.attention_backward, qk, topo, y, dz, HEADS, s, backward)),
+        ("fused mixing", mixed, partial(mixed_forward, qk, topo, x, w, HEADS, s, mixed)),
+    ] + [
+        ("fused mixing", launch, partial(mixed_backward, qk, topo, x, w, dz, HEADS, s, launch))
+        for launch in backward_launches
+    ]  # fmt: skip
+
+
+def block_rows(shapes: dict[tuple[int, int, int], int], sweep: bool) -> list[dict[str, Any]]:
+    """:func:`shape_calls` of each block shape, compiled for Hopper and read."""
     rows = []
     for (_, c, n), count in shapes.items():
-        inputs = make_inputs((4, c, n), torch.device("cpu"), torch.bfloat16)
-        chosen = backward_launch(c, n)
-        launches = [chosen]
-        if sweep:
-            launches += [
-                dataclasses.replace(chosen, **{name: value})
-                for name, values in SPACE.items()
-                for value in values
-                if value != getattr(chosen, name)
-            ]
-        for launch in launches:
-            found = measure(
-                lambda i=inputs, launch=launch: mixed_backward(
-                    i["qk"], i["topology"], i["x"], i["weight"], i["dz"], HEADS, i["scale"], launch
-                )
-            )
-            for row in found:
-                row.update(c=c, n=n, blocks=count, launch=vars(launch), chosen=launch == chosen)
+        for index, (path, launch, call) in enumerate(shape_calls(c, n, sweep)):
+            for row in measure(call):
+                row.update(path=path, c=c, n=n, blocks=count, launch=vars(launch), chosen=index < 4)
                 print(json.dumps(row), flush=True)
-            rows += found
+                rows.append(row)
     return rows
 
 
@@ -168,21 +185,24 @@ def main() -> None:
     shapes = step_shapes(args.batch, args.frames)
     if args.quick:
         shapes = dict(list(shapes.items())[:1])
-    rows = mixed_backward_rows(shapes, args.sweep)
+    rows = block_rows(shapes, args.sweep)
     result = {"target": f"sm_{HOPPER.arch}", "triton": triton.__version__, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nsm_{HOPPER.arch}, Triton {triton.__version__}: fused-mixing backward per block shape")
-    print("| C -> C' | launch | registers | spill stack B | shared KiB | compile s |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        f"\nsm_{HOPPER.arch}, Triton {triton.__version__}: SA-GC kernels of a training step per block shape"
+    )
+    print("| C -> C' | path | kernel | launch | registers | spill stack B | shared KiB | compile s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         launch = ", ".join(f"{k} {v}" for k, v in r["launch"].items())
+        head = f"| {r['c']} -> {r['n']} | {r['path']} | {r['kernel'].strip('_')} | {launch}"
         if "failed" in r:
-            print(f"| {r['c']} -> {r['n']} | {launch} | failed: {r['failed']} | | | {r['compile_s']} |")
+            print(f"{head} | failed: {r['failed']} | | | {r['compile_s']} |")
             continue
         shared = r["shared_bytes"] / 1024
         cells = f"{r['registers']} | {r['stack_bytes']} | {shared:.0f} | {r['compile_s']}"
-        print(f"| {r['c']} -> {r['n']} | {launch}{' (chosen)' if r['chosen'] else ''} | {cells} |")
+        print(f"{head}{'' if r['chosen'] else ' (swept)'} | {cells} |")
     print(f"wrote {args.out}")
 
 

@@ -476,13 +476,19 @@ def test_sagc_mixed_training_tuning_writes_its_tables_into_the_module(tmp_path: 
 @pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
 def test_kernel_resources_compiles_the_launch_the_wrapper_makes_for_hopper_without_a_gpu() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
-    from kernel_resources import mixed_backward_rows
+    from kernel_resources import block_rows
     from triton.runtime.jit import JITFunction
 
     run = JITFunction.run
-    rows = mixed_backward_rows({(4, 64, 64): 1}, sweep=False)
+    rows = block_rows({(4, 64, 64): 1}, sweep=False)
     assert JITFunction.run is run  # the interception ends with the measurement
-    [row] = rows
-    assert row["kernel"] == "_sagc_mixed_backward_kernel" and "failed" not in row, row
-    assert 0 < row["registers"] <= 255 and row["stack_bytes"] >= 0 and row["shared_bytes"] > 0
-    assert row["chosen"] and row["launch"]["num_warps"] == 8  # the module's launch
+    assert [(r["path"], r["kernel"]) for r in rows] == [
+        ("two-step", "_sagc_forward_kernel"),
+        ("two-step", "_sagc_backward_kernel"),
+        ("fused mixing", "_sagc_mixed_forward_kernel"),
+        ("fused mixing", "_sagc_mixed_backward_kernel"),
+    ]
+    for row in rows:
+        assert "failed" not in row, row
+        assert 0 < row["registers"] <= 255 and row["stack_bytes"] >= 0 and row["shared_bytes"] > 0
+    assert rows[3]["launch"]["num_warps"] == 8  # the module's launch, as the wrapper passed it
