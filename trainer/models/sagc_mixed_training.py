@@ -14,7 +14,9 @@ Here, per frame ``g`` and head ``h`` with ``M_h = softmax(scale · q_h k_hᵀ) �
 - backward, one kernel per group of frames: ``e_h = dz W_h`` (``[V, C]``), then ``dM_h = e_h xᵀ``
   (so the topology, query and key gradients as in the attention backward), ``dx = Σ_h M_hᵀ e_h``,
   and ``u_h = M_h x`` written once; the weight gradient ``dW_h = Σ_g dzᵀ u_h`` is one cuBLAS GEMM
-  over all rows.
+  over all rows. The kernel works in two phases over chunks of C (``dM_h`` first, then ``dx`` and
+  ``u_h`` with ``e_h`` computed again), so only ``[rows, block_c]`` tiles are live: built for sm_90
+  it then spills at most 16 bytes per thread instead of 320–1,544 (``bench/kernel_resources.py``).
 
 Bytes per C = 64 block in activation units (prediction, session 11): forward 8.75 → 2.75, backward
 16.5 → ~11.5. The products are rounded in another order than the two-step path's (``e_h`` and
