@@ -220,7 +220,7 @@ def main() -> None:
             help="write the found launches into trainer/models/sagc_mixed_training.py",
         )
         parser.add_argument("--rounds", type=int, default=2, help="coordinate-descent passes over the space")
-        child_arguments(parser, shape_timeout=120)
+        child_arguments(parser, shape_timeout=240)  # two rounds compile ~30 launches of ~3 s each
 
     args = sweep_arguments(
         __doc__, 128, "training batch (samples)", "sagc_mixed_training_tuning.json", extra=extra
