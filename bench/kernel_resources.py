@@ -50,7 +50,7 @@ CUOBJDUMP = Path(triton.backends.nvidia.__file__).parent / "bin" / "cuobjdump"
 
 
 @dataclasses.dataclass
-class Launch:
+class RecordedLaunch:
     """One intercepted kernel launch: the kernel and the arguments it was called with."""
 
     kernel: JITFunction
@@ -59,13 +59,13 @@ class Launch:
 
 
 @contextlib.contextmanager
-def recorded_launches() -> Iterator[list[Launch]]:
+def recorded_launches() -> Iterator[list[RecordedLaunch]]:
     """Within the block, every ``kernel[grid](...)`` is recorded instead of run (outputs stay unset)."""
-    launches: list[Launch] = []
+    launches: list[RecordedLaunch] = []
     original = JITFunction.run
 
     def record(self: JITFunction, *args: Any, grid: Any, warmup: bool, **kwargs: Any) -> None:
-        launches.append(Launch(self, args, kwargs))
+        launches.append(RecordedLaunch(self, args, kwargs))
 
     JITFunction.run = record
     try:
@@ -74,7 +74,7 @@ def recorded_launches() -> Iterator[list[Launch]]:
         JITFunction.run = original
 
 
-def compile_for(launch: Launch, target: GPUTarget = HOPPER) -> Any:
+def compile_for(launch: RecordedLaunch, target: GPUTarget = HOPPER) -> Any:
     """Compile one recorded launch for ``target`` as Triton's runtime would on that device (the same
     argument specialisation: dtypes, 16-byte alignment, integers equal to one)."""
     fn = launch.kernel

@@ -64,8 +64,8 @@ from trainer.models.sagc_mixed_training import (  # noqa: E402
 HEADS = 3
 Shape = tuple[int, int, int]  # frames G, input channels C, output columns C'
 SPACE = {
-    # pack 4 left out: the forward kernel's pack 4 faulted the GPU at 256 -> 256 (H100, 2026-12-06), and
-    # this sweep runs every shape in one process (a lost CUDA context would lose the rest)
+    # pack 4 left out: the forward kernel's pack 4 faulted the GPU at 256 -> 256 (H100, 2026-12-06); a
+    # fault loses the rest of its shape's child process (the other shapes run in their own)
     "pack": (1, 2),
     "groups": (1, 4, 16),
     "block_c": (32, 64, 128),
@@ -241,7 +241,8 @@ def main() -> None:
             else tune_shape(shape, count, device, args)
         )
         (failed if "failed" in row else rows).append(row)
-        print(json.dumps(row), flush=True)
+        if not isolate:  # a child prints its own row
+            print(json.dumps(row), flush=True)
     per_step = {
         key: round(sum(r[key] * r["count"] for r in rows), 3)
         for key in ("two_step_ms", "candidate_default_ms", "candidate_tuned_ms")
