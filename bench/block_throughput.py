@@ -171,6 +171,8 @@ def main() -> None:
     for item in args.compare:
         settings[item] = {**base, **parse_options(item.split("+"))}
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the trainer runs (trainer/engine/loop.py)
     shapes = block_shapes(16 if args.quick else WINDOW)
     result: dict[str, object] = {
         "gpu": gpu,

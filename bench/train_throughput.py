@@ -136,6 +136,8 @@ def build(
         options["fused_norm"] = True
     if "mixtrain" in CANDIDATES["on"]:
         options["fused_mixing_train"] = True
+    if "mergedil" in CANDIDATES["on"]:
+        options["merged_dilations"] = True
     if "dense" in CANDIDATES["on"] or "strided" in CANDIDATES["on"]:
         options["dense_branches"] = "strided" not in CANDIDATES["on"]
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
@@ -793,6 +795,8 @@ MODEL_CANDIDATES = {
     "idxpool": "before 2026-12-06: the TCN's max-pool with int64 argmax indices (index_free_pool off)",
     "fusednorm": "SA-GC's LayerNorm inside its query/key projection, one Triton op per direction "
     "(InfoGCN fused_norm, trainer/models/layernorm_linear.py)",
+    "mergedil": "the TCN's two dilated convolutions as one undilated convolution with a block-diagonal, "
+    "zero-padded weight (InfoGCN merged_dilations)",
     "mixtrain": "training: SA-GC's channel mixing inside its attention kernels, forward and backward "
     "(InfoGCN fused_mixing_train, trainer/models/sagc_mixed_training.py)",
 }

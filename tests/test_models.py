@@ -253,6 +253,54 @@ def test_dense_branches_compute_the_same_function_with_the_same_state_dict(ntu):
     torch.testing.assert_close(dense.state_dict(), plain.state_dict())  # same running statistics
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dense", [True, False])
+def test_merged_dilations_compute_the_same_tcn_and_gradients(stride, dense):
+    from trainer.models.infogcn import MultiScaleTemporalConv
+
+    torch.manual_seed(0)
+    separate = MultiScaleTemporalConv(32, stride, dense_branches=dense).double().train()
+    merged = MultiScaleTemporalConv(32, stride, dense_branches=dense, merged_dilations=True).double().train()
+    merged.load_state_dict(separate.state_dict())
+    for conv in separate.dilated:  # random biases and taps, so a misplaced tap cannot pass
+        nn.init.normal_(conv.bias)
+    merged.load_state_dict(separate.state_dict())
+    x = torch.randn(3, 32, 11, 25, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    outs, grads = [], []
+    for tcn in (separate, merged):
+        xi = x.clone().requires_grad_()
+        out = tcn(xi)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        outs.append(out)
+        grads.append((xi.grad, {n: p.grad for n, p in tcn.named_parameters()}))
+    assert outs[0].shape == (3, 32, (11 + stride - 1) // stride, 25)
+    torch.testing.assert_close(outs[1], outs[0])
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    for name, grad in grads[0][1].items():
+        torch.testing.assert_close(grads[1][1][name], grad, msg=name)
+
+
+def test_merged_dilated_weight_places_each_branch_on_its_taps():
+    from trainer.models.infogcn import merged_dilated_weight
+
+    convs = [nn.Conv2d(2, 2, (5, 1)), nn.Conv2d(2, 2, (5, 1))]
+    weight, bias = merged_dilated_weight(convs, (1, 2))
+    assert weight.shape == (4, 4, 9, 1) and bias.shape == (4,)
+    torch.testing.assert_close(weight[:2, :2, 2:7], convs[0].weight)  # dilation 1: centre ± 2
+    torch.testing.assert_close(weight[2:, 2:, 0::2], convs[1].weight)  # dilation 2: every other tap
+    assert weight[:2, 2:].abs().sum() == 0 and weight[2:, :2].abs().sum() == 0  # no cross-branch terms
+    assert weight[2:, 2:, 1::2].abs().sum() == 0 and weight[:2, :2, [0, 1, 7, 8]].abs().sum() == 0
+
+
+def test_merged_dilations_keep_the_state_dict_and_the_default_is_separate(ntu):
+    graph = SkeletonGraph.from_spec(ntu)
+    merged = InfoGCN(5, graph, merged_dilations=True)
+    plain = InfoGCN(5, graph)
+    assert merged.state_dict().keys() == plain.state_dict().keys()
+    assert all(b.tcn.merged_dilations for b in merged.blocks)
+    assert not any(b.tcn.merged_dilations for b in plain.blocks)
+
+
 def test_stem_output_takes_the_autocast_dtype(ntu):
     # the fp32 positional embedding used to promote the stem's output, so data_bn and the identity
     # residual stream of blocks 1-3 ran in fp32 under autocast

@@ -255,6 +255,32 @@ def temporal_max_pool3(x: Tensor, stride: int = 1) -> Tensor:
     return best
 
 
+def merged_dilated_weight(convs: Sequence[nn.Conv2d], dilations: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """One undilated ``Conv2d`` weight and bias computing all the dilated branches at once.
+
+    Branch ``i`` (``C_b → C_b`` channels, kernel ``k`` over time, dilation ``d_i``) becomes the
+    ``i``-th diagonal block of a ``[n·C_b, n·C_b, (k-1)·max(d)+1, 1]`` weight whose taps sit ``d_i``
+    apart around the centre; everything else is zero. With padding ``(k-1)·max(d)/2`` the one
+    convolution gives the concatenated branch outputs exactly (the zero taps add exact zeros) and
+    its weight gradient reaches only the real taps. It multiplies zeros — 3.6× the two branches'
+    FLOPs at k = 5, d = (1, 2) — in exchange for one launch per direction with twice the output
+    columns, for convolutions whose cuDNN kernels ran at 22–30% of their memory floor (H100,
+    2026-12-07, ``bench/op_roofline.py``).
+    """
+    first = convs[0]
+    bc, k = first.out_channels, first.kernel_size[0]
+    span = (k - 1) * max(dilations) + 1
+    centre = (span - 1) // 2
+    n = len(convs) * bc
+    weight = first.weight.new_zeros(n, n, span, 1)
+    for i, (conv, d) in enumerate(zip(convs, dilations, strict=True)):
+        first_tap = centre - d * (k - 1) // 2
+        block = slice(i * bc, (i + 1) * bc)
+        weight[block, block, first_tap : first_tap + d * (k - 1) + 1 : d] = conv.weight
+    bias = torch.cat([conv.bias for conv in convs])
+    return weight, bias
+
+
 class MultiScaleTemporalConv(nn.Module):
     """Multi-scale TCN: four branches of ``C/4`` channels, concatenated, then ReLU.
 
@@ -273,8 +299,11 @@ class MultiScaleTemporalConv(nn.Module):
         dilations: Sequence[int] = (1, 2),
         dense_branches: bool = True,
         index_free_pool: bool = True,
+        merged_dilations: bool = False,
     ):
         super().__init__()
+        # merged_dilations: the dilated branches as one convolution (merged_dilated_weight)
+        self.merged_dilations = merged_dilations
         # index_free_pool: the max-pool branch as comparisons of three shifted views (temporal_max_pool3),
         # so the backward needs no int64 argmax indices (8 bytes per pooled element, written and read)
         self.index_free_pool = index_free_pool
@@ -301,6 +330,7 @@ class MultiScaleTemporalConv(nn.Module):
             )
             for d in dilations
         )
+        self.dilations = tuple(dilations)
         self.pool = nn.MaxPool2d(kernel_size=(3, 1), stride=(stride, 1), padding=(1, 0))
         self.out_bn = nn.BatchNorm2d(n_branches * bc)  # channels: dilated branches, pool, pointwise
         for m in self.modules():
@@ -333,12 +363,20 @@ class MultiScaleTemporalConv(nn.Module):
         y = pointwise(self.expand, x)
         active = bn_act(self.expand_bn, y[:, : self.n_activated], inner_relu=True)
         parts = active.split(self.branch_channels, dim=1)
-        inputs = (
-            [p.contiguous(memory_format=torch.channels_last) for p in parts[:-1]]
-            if self.dense_branches
-            else parts
-        )
-        outs = [conv(part) for conv, part in zip(self.dilated, inputs[: len(self.dilated)], strict=True)]
+        if self.merged_dilations:
+            dilated_in = active[:, : len(self.dilated) * self.branch_channels]
+            if self.dense_branches:
+                dilated_in = dilated_in.contiguous(memory_format=torch.channels_last)
+            weight, bias = merged_dilated_weight(self.dilated, self.dilations)
+            pad = (weight.shape[2] - 1) // 2
+            outs = [F.conv2d(dilated_in, weight, bias, stride=(self.stride, 1), padding=(pad, 0))]
+        else:
+            inputs = (
+                [p.contiguous(memory_format=torch.channels_last) for p in parts[:-1]]
+                if self.dense_branches
+                else parts
+            )
+            outs = [conv(part) for conv, part in zip(self.dilated, inputs[: len(self.dilated)], strict=True)]
         outs.append(
             temporal_max_pool3(parts[-1], self.stride) if self.index_free_pool else self.pool(parts[-1])
         )
@@ -359,6 +397,7 @@ class InfoGCNBlock(nn.Module):
         heads: int = 3,
         dense_branches: bool = True,
         index_free_pool: bool = True,
+        merged_dilations: bool = False,
         **gc_options: bool,
     ):
         """``gc_options``: :class:`SelfAttentionGraphConv`'s switches (``fused``, ``fused_mixing``,
@@ -367,7 +406,11 @@ class InfoGCNBlock(nn.Module):
         self.out_channels = out_channels
         self.gc = SelfAttentionGraphConv(in_channels, out_channels, num_joints, heads, **gc_options)
         self.tcn = MultiScaleTemporalConv(
-            out_channels, stride, dense_branches=dense_branches, index_free_pool=index_free_pool
+            out_channels,
+            stride,
+            dense_branches=dense_branches,
+            index_free_pool=index_free_pool,
+            merged_dilations=merged_dilations,
         )
         if in_channels == out_channels and stride == 1:
             self.residual: nn.Module = nn.Identity()
@@ -447,6 +490,9 @@ class InfoGCN(SkeletonEncoder):
         index_free_pool: the multi-scale TCN's max-pool branch without argmax indices
             (:func:`temporal_max_pool3`: the same values and gradients; no int64 indices kept for the
             backward — 9 activation units of the step's ~176 on the CPU trace below).
+        merged_dilations: the multi-scale TCN's dilated branches as one undilated convolution with a
+            block-diagonal, zero-padded weight built from theirs (:func:`merged_dilated_weight`; same
+            function and state dict). Off until timed.
         Both dtype switches (2026-12-06) remove fp32 traffic: on the CPU under bf16 autocast, with
         layer_norm in fp32 as CUDA's autocast runs it, the fp32 activations kept for the backward
         of a CrossGLG training step fell from 27.1 to 0.7 activation-sized units (bf16 139.8 → 141.0;
@@ -476,6 +522,7 @@ class InfoGCN(SkeletonEncoder):
         fused_mixing_train: bool = False,
         stem_in_compute_dtype: bool = True,
         index_free_pool: bool = True,
+        merged_dilations: bool = False,
     ):
         super().__init__()
         v = graph.num_joints
@@ -500,7 +547,9 @@ class InfoGCN(SkeletonEncoder):
         blocks, c_in = [], base_channels
         for mult, stride in INFOGCN_CHANNELS:
             c_out = mult * base_channels // 64
-            block = InfoGCNBlock(c_in, c_out, v, stride, heads, dense_branches, index_free_pool, **gc_options)
+            block = InfoGCNBlock(
+                c_in, c_out, v, stride, heads, dense_branches, index_free_pool, merged_dilations, **gc_options
+            )
             blocks.append(block)
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
