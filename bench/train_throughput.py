@@ -54,6 +54,7 @@ from trainer.models import (  # noqa: E402
 )
 from trainer.models.batchnorm_kernels import use_kernel_batchnorm  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
+from trainer.models.infogcn import MultiScaleTemporalConv  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inductor_bandwidth import format_large, format_summary, in_graph_rows, kernel_bytes, summarise  # noqa: E402
@@ -136,8 +137,8 @@ def build(
         options["fused_norm"] = True
     if "mixtrain" in CANDIDATES["on"]:
         options["fused_mixing_train"] = True
-    if "mergedil" in CANDIDATES["on"]:
-        options["merged_dilations"] = True
+    if "sepdil" in CANDIDATES["on"]:
+        options["merged_dilations"] = False
     if "dense" in CANDIDATES["on"] or "strided" in CANDIDATES["on"]:
         options["dense_branches"] = "strided" not in CANDIDATES["on"]
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
@@ -162,6 +163,9 @@ def flops_per_sample(variant: str, num_classes: int, device: torch.device) -> fl
     from trainer.models.losses import crossglg_loss
 
     model, kb = build(variant, num_classes, device), Knowledge(num_classes, device)
+    for module in model.modules():  # useful FLOPs: not the zero taps of the merged dilated convolution
+        if isinstance(module, MultiScaleTemporalConv):
+            module.merged_dilations = False
     y = torch.arange(4, device=device)
     x = torch.randn(4, 3, 64, 25, 2, device=device)
     counter = FlopCounterMode(display=False)
@@ -795,8 +799,8 @@ MODEL_CANDIDATES = {
     "idxpool": "before 2026-12-06: the TCN's max-pool with int64 argmax indices (index_free_pool off)",
     "fusednorm": "SA-GC's LayerNorm inside its query/key projection, one Triton op per direction "
     "(InfoGCN fused_norm, trainer/models/layernorm_linear.py)",
-    "mergedil": "the TCN's two dilated convolutions as one undilated convolution with a block-diagonal, "
-    "zero-padded weight (InfoGCN merged_dilations)",
+    "sepdil": "before 2026-12-07: the TCN's dilated convolutions as two cuDNN calls in training too "
+    "(InfoGCN merged_dilations off)",
     "mixtrain": "training: SA-GC's channel mixing inside its attention kernels, forward and backward "
     "(InfoGCN fused_mixing_train, trainer/models/sagc_mixed_training.py)",
 }

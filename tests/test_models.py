@@ -292,13 +292,24 @@ def test_merged_dilated_weight_places_each_branch_on_its_taps():
     assert weight[2:, 2:, 1::2].abs().sum() == 0 and weight[:2, :2, [0, 1, 7, 8]].abs().sum() == 0
 
 
-def test_merged_dilations_keep_the_state_dict_and_the_default_is_separate(ntu):
+def test_merged_dilations_keep_the_state_dict_and_are_the_training_default(ntu, monkeypatch):
+    from trainer.models import infogcn
+
     graph = SkeletonGraph.from_spec(ntu)
-    merged = InfoGCN(5, graph, merged_dilations=True)
-    plain = InfoGCN(5, graph)
-    assert merged.state_dict().keys() == plain.state_dict().keys()
+    merged = InfoGCN(5, graph)
+    separate = InfoGCN(5, graph, merged_dilations=False)
+    assert merged.state_dict().keys() == separate.state_dict().keys()
     assert all(b.tcn.merged_dilations for b in merged.blocks)
-    assert not any(b.tcn.merged_dilations for b in plain.blocks)
+    assert not any(b.tcn.merged_dilations for b in separate.blocks)
+    calls = []
+    real = infogcn.merged_dilated_weight
+    monkeypatch.setattr(infogcn, "merged_dilated_weight", lambda *a: calls.append(1) or real(*a))
+    x = torch.randn(2, 3, 8, 25, 2)
+    with torch.no_grad():  # eval / feature extraction: the separate convolutions (faster forward)
+        merged(x)
+    assert not calls
+    merged(x)
+    assert len(calls) == len(merged.blocks)
 
 
 def test_stem_output_takes_the_autocast_dtype(ntu):

@@ -299,10 +299,10 @@ class MultiScaleTemporalConv(nn.Module):
         dilations: Sequence[int] = (1, 2),
         dense_branches: bool = True,
         index_free_pool: bool = True,
-        merged_dilations: bool = False,
+        merged_dilations: bool = True,
     ):
         super().__init__()
-        # merged_dilations: the dilated branches as one convolution (merged_dilated_weight)
+        # merged_dilations: with autograd on, the dilated branches as one convolution (merged_dilated_weight)
         self.merged_dilations = merged_dilations
         # index_free_pool: the max-pool branch as comparisons of three shifted views (temporal_max_pool3),
         # so the backward needs no int64 argmax indices (8 bytes per pooled element, written and read)
@@ -363,7 +363,7 @@ class MultiScaleTemporalConv(nn.Module):
         y = pointwise(self.expand, x)
         active = bn_act(self.expand_bn, y[:, : self.n_activated], inner_relu=True)
         parts = active.split(self.branch_channels, dim=1)
-        if self.merged_dilations:
+        if self.merged_dilations and torch.is_grad_enabled():  # its backward gains, its forward loses
             dilated_in = active[:, : len(self.dilated) * self.branch_channels]
             if self.dense_branches:
                 dilated_in = dilated_in.contiguous(memory_format=torch.channels_last)
@@ -397,7 +397,7 @@ class InfoGCNBlock(nn.Module):
         heads: int = 3,
         dense_branches: bool = True,
         index_free_pool: bool = True,
-        merged_dilations: bool = False,
+        merged_dilations: bool = True,
         **gc_options: bool,
     ):
         """``gc_options``: :class:`SelfAttentionGraphConv`'s switches (``fused``, ``fused_mixing``,
@@ -479,20 +479,24 @@ class InfoGCN(SkeletonEncoder):
         fused_mixing_train: with autograd (training), SA-GC's channel mixing runs inside its attention
             kernels, forward and backward (:mod:`trainer.models.sagc_mixed_training`): the 3×-wide
             mixed features are neither written nor kept for the backward, which recomputes what it
-            needs per frame (same function up to rounding). Opt-in: written 2026-12-07 after the
-            device time was spent, checked in Triton's interpreter only (fp16, output and four
-            gradients within 4e-4 of float64). Predicted, from session 11's floors: the mixing GEMM
-            and attention kernels' 14.0 GB per training step of 128 become 7.0 GB, the step's floor
-            at the copy rate 18.8 → 16.5 ms (``bench/op_roofline.py``).
+            needs per frame (same function up to rounding). Off: slower. By the floors the mixing
+            GEMM and attention kernels' 14.0 GB per training step of 128 become 7.0 GB, but on an
+            H100 (2026-12-07, bf16 within 3e-3 of float64) the op took 1.53 against 0.74 ms at
+            64 → 64 with its tuned launch and the nine blocks 38.6 against 26.7 ms.
         stem_in_compute_dtype: the stem's output takes the compute dtype (the fp32 positional
             embedding is cast) instead of being promoted to fp32, which ran the data BatchNorm and the
             first three blocks' residual stream in fp32 under autocast, forward and backward.
         index_free_pool: the multi-scale TCN's max-pool branch without argmax indices
             (:func:`temporal_max_pool3`: the same values and gradients; no int64 indices kept for the
             backward — 9 activation units of the step's ~176 on the CPU trace below).
-        merged_dilations: the multi-scale TCN's dilated branches as one undilated convolution with a
-            block-diagonal, zero-padded weight built from theirs (:func:`merged_dilated_weight`; same
-            function and state dict). Off until timed.
+        merged_dilations: with autograd on (training), the multi-scale TCN's dilated branches run as
+            one undilated convolution with a block-diagonal, zero-padded weight built from theirs
+            (:func:`merged_dilated_weight`; same function and state dict). H100, batch 128,
+            2026-12-07: training 4,862 against 4,804 samples/s (+1.2%, one call); the nine blocks
+            alone (``bench/block_throughput.py``) 25.45 against 26.11 ms fwd + bwd, their forward
+            7.26 against 7.16 ms — the backward gains, the forward loses (3.6× the branches' FLOPs),
+            and eval with it merged measured 22,152 against 22,352: so without autograd the branches
+            stay separate.
         Both dtype switches (2026-12-06) remove fp32 traffic: on the CPU under bf16 autocast, with
         layer_norm in fp32 as CUDA's autocast runs it, the fp32 activations kept for the backward
         of a CrossGLG training step fell from 27.1 to 0.7 activation-sized units (bf16 139.8 → 141.0;
@@ -522,7 +526,7 @@ class InfoGCN(SkeletonEncoder):
         fused_mixing_train: bool = False,
         stem_in_compute_dtype: bool = True,
         index_free_pool: bool = True,
-        merged_dilations: bool = False,
+        merged_dilations: bool = True,
     ):
         super().__init__()
         v = graph.num_joints

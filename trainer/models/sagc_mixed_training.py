@@ -63,9 +63,12 @@ class MixedBackwardLaunch:
     num_stages: int = 1
 
 
-# Per (C, C'): the fastest backward launch found by bench/sagc_mixed_training_tuning.py on the GPU
-# it will run on. Empty: not yet run on a GPU (written 2026-12-07 after the device time was spent).
-TUNED_BACKWARD: dict[tuple[int, int], MixedBackwardLaunch] = {}
+# Per (C, C'): the fastest backward launch found by bench/sagc_mixed_training_tuning.py --rounds 1 on an
+# H100 (2026-12-07). The wider shapes have none: their sweeps faulted the GPU at pack 2 (see below).
+TUNED_BACKWARD: dict[tuple[int, int], MixedBackwardLaunch] = {
+    (64, 64): MixedBackwardLaunch(pack=1, groups=16, block_c=128, block_n=128, num_warps=4, num_stages=3),
+    (64, 128): MixedBackwardLaunch(pack=1, groups=16, block_c=64, block_n=64, num_warps=4, num_stages=1),
+}
 
 
 # Per (C, C'): the forward kernel's launch for training where the sweep's ``--tune-forward`` found one
@@ -220,6 +223,10 @@ def mixed_backward(
     """Gradients ``(d qk, d topology, d x, d weight)`` by the kernel with an explicit launch."""
     g, v, width = qk.shape
     d, c, n = width // (2 * heads), x.shape[2], weight.shape[1]
+    if launch.pack > 1 and qk.is_cuda:
+        # Correct in Triton's interpreter, but on an H100 (2026-12-07) every pack-2 launch at C >= 128
+        # ended in an illegal memory access; not investigated further, as pack 1 already lost 2-3x.
+        raise ValueError(f"{launch}: pack > 1 faults the GPU in this backward kernel; use pack=1")
     dz = dz.to(x.dtype)
     dqk = torch.empty_like(qk, memory_format=torch.contiguous_format)
     dx = torch.empty_like(x, memory_format=torch.contiguous_format)
