@@ -15,6 +15,7 @@ block's output size) so a time can be read as units moved at the copy rate::
 
     python bench/block_throughput.py                               # today's defaults, batch 128
     python bench/block_throughput.py --compare fused_norm          # + the blocks with that option on
+    python bench/block_throughput.py --compare remat               # + an Inductor setting (INDUCTOR_FLAGS)
     python bench/block_throughput.py --quick                       # tiny shapes on the CPU (script check)
 
 Writes ``bench/results/block_throughput.json`` (``--out`` elsewhere).
@@ -31,11 +32,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch._inductor.config as inductor_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from batchnorm_bandwidth import time_call  # noqa: E402
+from train_throughput import INDUCTOR_FLAGS  # noqa: E402
 
 from trainer.models.infogcn import INFOGCN_CHANNELS, InfoGCNBlock  # noqa: E402
 
@@ -71,14 +74,25 @@ def block_shapes(window: int = WINDOW) -> list[BlockShape]:
 
 
 def parse_options(items: list[str]) -> dict[str, bool]:
-    """``name`` / ``name=false`` → block options (the switches :class:`InfoGCNBlock` takes)."""
+    """``name`` / ``name=false`` → block options (the switches :class:`InfoGCNBlock` takes); the
+    names of ``train_throughput.INDUCTOR_FLAGS`` (e.g. ``remat``) stay as they are, for
+    :func:`inductor_options`."""
     options = {}
     for item in items:
+        if item in INDUCTOR_FLAGS:
+            options[item] = True
+            continue
         name, _, value = item.partition("=")
         if value.lower() not in ("", "1", "true", "0", "false"):
             raise SystemExit(f"bad option {item!r}: write NAME or NAME=true/false (e.g. fused_norm)")
         options[name] = value.lower() not in ("0", "false")
     return options
+
+
+def inductor_options(options: dict[str, bool]) -> tuple[dict[str, bool], dict[str, object]]:
+    """(block options, Inductor config) of one setting: its INDUCTOR_FLAGS names become config."""
+    config = {k: v for name in options if name in INDUCTOR_FLAGS for k, v in INDUCTOR_FLAGS[name].items()}
+    return {k: v for k, v in options.items() if k not in INDUCTOR_FLAGS}, config
 
 
 def block_step(
@@ -118,9 +132,11 @@ def bench_block(
     """Times of one block shape: forward (no autograd) and training forward + backward."""
     torch._dynamo.reset()
     t0 = time.perf_counter()
-    forward, train, out_elements = block_step(shape, batch, device, options, compile_block)
-    train_s = time_call(train, device, iters)
-    forward_s = time_call(forward, device, iters)
+    options, config = inductor_options(options)
+    with inductor_config.patch(config):  # compiles happen in the first calls
+        forward, train, out_elements = block_step(shape, batch, device, options, compile_block)
+        train_s = time_call(train, device, iters)
+        forward_s = time_call(forward, device, iters)
     unit_mb = out_elements * 2 / 1e6  # one bf16 tensor of the block's output size
     return {
         **asdict(shape),

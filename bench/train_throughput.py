@@ -816,6 +816,17 @@ INDUCTOR_FLAGS = {
     "tile": {"triton.tile_reductions": True, "triton.prefer_nd_tiling": True},  # 2-D reduction tiles
     "aggr": {"aggressive_fusion": True},  # fuse nodes even when they share no memory access
     "nosplit": {"split_reductions": False},  # no two-stage split of large reductions
+    # Recompute pointwise chains in each consumer instead of storing them: Inductor stores a chain
+    # read by several kernels once it reads > 4 buffers, has > 30 ops or has accumulated > 8 reads
+    # (torch/_inductor/ir.py, should_realize_on_reuse / has_exceeded_max_reads). In the training
+    # step that stores each BatchNorm backward's input gradient in fp32 (the ReLU masks and the
+    # recomputed forward folded in), written once and read by the two reductions and the final
+    # kernel (bench/inductor_bytes.py counts the bytes with and without, on the CPU).
+    "remat": {
+        "realize_reads_threshold": 16,
+        "realize_opcount_threshold": 100,
+        "realize_acc_reads_threshold": 32,
+    },
     # GEMMs autotuned against Inductor's Triton templates, which can take the neighbouring pointwise
     # work as epilogue / prologue (e.g. a BatchNorm's normalise + ReLU read straight into the next
     # GEMM instead of written and re-read). The convolutions stay cuDNN's: with Triton's conv

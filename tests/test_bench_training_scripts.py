@@ -400,6 +400,42 @@ def test_block_throughput_rejects_a_malformed_option() -> None:
     assert "bad option 'fused_norm=maybe'" in proc.stderr
 
 
+def test_block_throughput_splits_inductor_flags_from_block_options() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from block_throughput import inductor_options, parse_options
+    from train_throughput import INDUCTOR_FLAGS
+
+    block, config = inductor_options(parse_options(["remat", "merged_dilations=false"]))
+    assert block == {"merged_dilations": False}
+    assert config == INDUCTOR_FLAGS["remat"] and config["realize_reads_threshold"] > 4
+
+
+@pytest.mark.slow
+def test_inductor_bytes_counts_fewer_units_when_inductor_recomputes(tmp_path: Path) -> None:
+    out_file = tmp_path / "bytes.json"
+    printed = _run(
+        ["bench/inductor_bytes.py", "--shapes", "1", "--settings", "default", "remat", "--out", str(out_file)]
+    )
+    result = json.loads(out_file.read_text())
+    row = result["blocks"][0]
+    assert row["label"] == "64->64/s1 T=64"
+    assert row["default"]["units"] > 50 and row["default"]["kernels"] > 10
+    # the finding the setting is for (torch 2.13, CPU): the stored fp32 BatchNorm-backward gradients go
+    assert row["remat"]["units"] < row["default"]["units"]
+    assert "| 64->64/s1 T=64 | 3 |" in printed
+
+
+def test_inductor_bytes_rejects_an_unknown_setting() -> None:
+    proc = subprocess.run(
+        [sys.executable, "bench/inductor_bytes.py", "--settings", "default", "bogus"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "unknown setting(s) ['bogus']" in proc.stderr
+
+
 def test_op_roofline_quick_times_every_non_inductor_op_against_its_floor(tmp_path: Path) -> None:
     out_file = tmp_path / "ops.json"
     printed = _run(["bench/op_roofline.py", "--device", "cpu", "--quick", "--out", str(out_file)])
