@@ -527,4 +527,8 @@ def test_kernel_resources_compiles_the_launch_the_wrapper_makes_for_hopper_witho
     for row in rows:
         assert "failed" not in row, row
         assert 0 < row["registers"] <= 255 and row["stack_bytes"] >= 0 and row["shared_bytes"] > 0
-    assert rows[3]["launch"]["num_warps"] == 8  # the module's launch, as the wrapper passed it
+    from dataclasses import asdict
+
+    from trainer.models.sagc_mixed_training import backward_launch
+
+    assert rows[3]["launch"] == asdict(backward_launch(64, 64))  # the launch the wrapper passed

@@ -149,6 +149,16 @@ def test_launch_tables_fall_back_to_the_eval_table_and_the_defaults(monkeypatch:
     assert m.forward_launch(64, 96) == MIXED_LAUNCH
     monkeypatch.setitem(m.TUNED_FORWARD, (64, 96), MixedLaunch(pack=2))
     assert m.forward_launch(64, 96) == MixedLaunch(pack=2)
-    assert m.backward_launch(256, 256) == m.backward_launch(64, 64) == m.MixedBackwardLaunch(num_warps=8)
-    monkeypatch.setitem(m.TUNED_BACKWARD, (64, 64), m.MixedBackwardLaunch(pack=2, groups=16))
-    assert m.backward_launch(64, 64) == m.MixedBackwardLaunch(pack=2, groups=16)
+    assert m.backward_launch(256, 256) == m.backward_launch(64, 96) == m.MixedBackwardLaunch(num_warps=8)
+    monkeypatch.setitem(m.TUNED_BACKWARD, (64, 96), m.MixedBackwardLaunch(pack=2, groups=16))
+    assert m.backward_launch(64, 96) == m.MixedBackwardLaunch(pack=2, groups=16)
+    assert m.backward_launch(64, 64) == m.TUNED_BACKWARD[(64, 64)]  # the H100 sweep's pick (2026-12-07)
+
+
+def test_the_backward_refuses_packed_frames_on_cuda_only() -> None:
+    from trainer.models import sagc_mixed_training as m
+
+    with pytest.raises(ValueError, match="pack > 1 faults the GPU"):
+        m.check_backward_launch(m.MixedBackwardLaunch(pack=2), torch.device("cuda"))
+    m.check_backward_launch(m.MixedBackwardLaunch(pack=2), torch.device("cpu"))  # the interpreter runs it
+    m.check_backward_launch(m.MixedBackwardLaunch(pack=1), torch.device("cuda"))

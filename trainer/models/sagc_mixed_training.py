@@ -210,6 +210,14 @@ if triton is not None:
                 )
 
 
+def check_backward_launch(launch: MixedBackwardLaunch, device: torch.device) -> None:
+    """Refuse launches known to fault the GPU: correct in Triton's interpreter, but on an H100
+    (2026-12-07) every pack-2 launch of the backward at C >= 128 ended in an illegal memory access
+    (not investigated further: pack 1 already lost 2-3x to the two-step path)."""
+    if launch.pack > 1 and device.type == "cuda":
+        raise ValueError(f"{launch}: pack > 1 faults the GPU in this backward kernel; use pack=1")
+
+
 def mixed_backward(
     qk: Tensor,
     topology: Tensor,
@@ -223,10 +231,7 @@ def mixed_backward(
     """Gradients ``(d qk, d topology, d x, d weight)`` by the kernel with an explicit launch."""
     g, v, width = qk.shape
     d, c, n = width // (2 * heads), x.shape[2], weight.shape[1]
-    if launch.pack > 1 and qk.is_cuda:
-        # Correct in Triton's interpreter, but on an H100 (2026-12-07) every pack-2 launch at C >= 128
-        # ended in an illegal memory access; not investigated further, as pack 1 already lost 2-3x.
-        raise ValueError(f"{launch}: pack > 1 faults the GPU in this backward kernel; use pack=1")
+    check_backward_launch(launch, qk.device)
     dz = dz.to(x.dtype)
     dqk = torch.empty_like(qk, memory_format=torch.contiguous_format)
     dx = torch.empty_like(x, memory_format=torch.contiguous_format)
