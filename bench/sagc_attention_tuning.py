@@ -13,6 +13,7 @@ checks the chosen ones against float64 on the device, and estimates the saving p
 eval batch instead, for ``TUNED_EVAL_FORWARD``::
 
     python bench/sagc_attention_tuning.py --device cuda        # ~2-4 min on an H100/H200 (compiles)
+    python bench/sagc_attention_tuning.py --device cuda --from-tables   # does the table still hold here?
     python bench/sagc_attention_tuning.py --device cuda --eval --out bench/results/sagc_eval_tuning.json
     TRITON_INTERPRET=1 python bench/sagc_attention_tuning.py --device cpu --quick   # checks the script
 
@@ -289,8 +290,20 @@ def sweep_arguments(
 
 
 def main() -> None:
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--from-tables",
+            action="store_true",
+            help="start each sweep at the launch the tables give now (its 'before' is then the table's)",
+        )
+
     args = sweep_arguments(
-        __doc__, 128, "training batch (2 persons each)", "sagc_attention_tuning.json", eval_batch=256
+        __doc__,
+        128,
+        "training batch (2 persons each)",
+        "sagc_attention_tuning.json",
+        eval_batch=256,
+        extra=extra,
     )
     device = torch.device(args.device)
     if args.quick:
@@ -320,6 +333,11 @@ def main() -> None:
         starts = (
             (("eval", sagc_attention.eval_launch(n)),)  # from the launch it would run at now
             if args.eval
+            else (
+                ("forward", sagc_attention.forward_launch(n)),
+                ("backward", sagc_attention.backward_launch(n)),
+            )
+            if args.from_tables
             else (("forward", sagc_attention.FORWARD_LAUNCH), ("backward", sagc_attention.BACKWARD_LAUNCH))
         )
         for kind, start in starts:
