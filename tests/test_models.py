@@ -255,9 +255,11 @@ def test_dense_branches_compute_the_same_function_with_the_same_state_dict(ntu):
 
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("dense", [True, False])
-def test_merged_dilations_compute_the_same_tcn_and_gradients(stride, dense):
+def test_merged_dilations_compute_the_same_tcn_and_gradients(stride, dense, monkeypatch):
+    from trainer.models import infogcn
     from trainer.models.infogcn import MultiScaleTemporalConv
 
+    monkeypatch.setattr(infogcn, "merge_dilations_here", lambda x: True)  # CUDA only otherwise
     torch.manual_seed(0)
     separate = MultiScaleTemporalConv(32, stride, dense_branches=dense).double().train()
     merged = MultiScaleTemporalConv(32, stride, dense_branches=dense, merged_dilations=True).double().train()
@@ -305,11 +307,15 @@ def test_merged_dilations_keep_the_state_dict_and_are_the_training_default(ntu, 
     real = infogcn.merged_dilated_weight
     monkeypatch.setattr(infogcn, "merged_dilated_weight", lambda *a: calls.append(1) or real(*a))
     x = torch.randn(2, 3, 8, 25, 2)
-    with torch.no_grad():  # eval / feature extraction: the separate convolutions (faster forward)
-        merged(x)
+    merged(x)  # on the CPU: the separate convolutions (the zero taps' FLOPs cost time there)
     assert not calls
-    merged(x)
-    assert len(calls) == len(merged.blocks)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():  # a tensor that says it is on CUDA, without a GPU
+        on_gpu = torch.empty(1, device="cuda")
+    assert infogcn.merge_dilations_here(on_gpu)
+    with torch.no_grad():  # eval / feature extraction on CUDA: separate too (faster forward)
+        assert not infogcn.merge_dilations_here(on_gpu)
 
 
 def test_stem_output_takes_the_autocast_dtype(ntu):

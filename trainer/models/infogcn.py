@@ -281,6 +281,14 @@ def merged_dilated_weight(convs: Sequence[nn.Conv2d], dilations: Sequence[int]) 
     return weight, bias
 
 
+def merge_dilations_here(x: Tensor) -> bool:
+    """Where :func:`merged_dilated_weight` pays: with autograd on (its backward gains, its forward
+    loses: H100, 2026-12-07) and on CUDA. On the CPU the zero taps' FLOPs cost time: eager fp32
+    forward + backward of the TCN at batch 8, one thread, 2026-12-07: 50.4 / 53.6 / 64.2 ms merged
+    against 47.5 / 44.3 / 50.4 separate at C = 64 / 128 / 256."""
+    return torch.is_grad_enabled() and x.device.type == "cuda"
+
+
 class MultiScaleTemporalConv(nn.Module):
     """Multi-scale TCN: four branches of ``C/4`` channels, concatenated, then ReLU.
 
@@ -302,7 +310,7 @@ class MultiScaleTemporalConv(nn.Module):
         merged_dilations: bool = True,
     ):
         super().__init__()
-        # merged_dilations: with autograd on, the dilated branches as one convolution (merged_dilated_weight)
+        # merged_dilations: the dilated branches as one convolution where it pays (merge_dilations_here)
         self.merged_dilations = merged_dilations
         # index_free_pool: the max-pool branch as comparisons of three shifted views (temporal_max_pool3),
         # so the backward needs no int64 argmax indices (8 bytes per pooled element, written and read)
@@ -363,7 +371,7 @@ class MultiScaleTemporalConv(nn.Module):
         y = pointwise(self.expand, x)
         active = bn_act(self.expand_bn, y[:, : self.n_activated], inner_relu=True)
         parts = active.split(self.branch_channels, dim=1)
-        if self.merged_dilations and torch.is_grad_enabled():  # its backward gains, its forward loses
+        if self.merged_dilations and merge_dilations_here(active):
             dilated_in = active[:, : len(self.dilated) * self.branch_channels]
             if self.dense_branches:
                 dilated_in = dilated_in.contiguous(memory_format=torch.channels_last)
@@ -489,14 +497,14 @@ class InfoGCN(SkeletonEncoder):
         index_free_pool: the multi-scale TCN's max-pool branch without argmax indices
             (:func:`temporal_max_pool3`: the same values and gradients; no int64 indices kept for the
             backward — 9 activation units of the step's ~176 on the CPU trace below).
-        merged_dilations: with autograd on (training), the multi-scale TCN's dilated branches run as
-            one undilated convolution with a block-diagonal, zero-padded weight built from theirs
+        merged_dilations: with autograd on (training) on CUDA, the multi-scale TCN's dilated branches
+            run as one undilated convolution with a block-diagonal, zero-padded weight built from theirs
             (:func:`merged_dilated_weight`; same function and state dict). H100, batch 128,
             2026-12-07: training 4,862 against 4,804 samples/s (+1.2%, one call); the nine blocks
             alone (``bench/block_throughput.py``) 25.45 against 26.11 ms fwd + bwd, their forward
             7.26 against 7.16 ms — the backward gains, the forward loses (3.6× the branches' FLOPs),
             and eval with it merged measured 22,152 against 22,352: so without autograd the branches
-            stay separate.
+            stay separate, and on the CPU too (:func:`merge_dilations_here`).
         Both dtype switches (2026-12-06) remove fp32 traffic: on the CPU under bf16 autocast, with
         layer_norm in fp32 as CUDA's autocast runs it, the fp32 activations kept for the backward
         of a CrossGLG training step fell from 27.1 to 0.7 activation-sized units (bf16 139.8 → 141.0;
