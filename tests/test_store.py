@@ -191,6 +191,51 @@ def test_sqlite_uses_wal_and_a_busy_timeout(_isolated_home) -> None:
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
 
 
+def _open_when_released(url: str, barrier, errors) -> None:
+    try:
+        engine = db.make_engine(url)
+        barrier.wait()
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        errors.put(str(exc)[:200])
+
+
+def test_processes_opening_a_fresh_file_at_once_wait_for_the_wal_conversion(tmp_path) -> None:
+    # SQLite does not run the busy handler for "PRAGMA journal_mode=WAL": before the fix, 8
+    # processes opening one fresh file at once failed with "database is locked" in 6 trials of 20.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(6):
+        url = f"sqlite:///{tmp_path}/fresh{trial}.db"
+        barrier, errors = ctx.Barrier(8), ctx.Queue()
+        procs = [ctx.Process(target=_open_when_released, args=(url, barrier, errors)) for _ in range(8)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+        assert [proc.exitcode for proc in procs] == [0] * 8
+        assert errors.empty(), errors.get()
+
+
+def test_wal_conversion_gives_up_after_its_timeout_with_the_lock_error(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "held.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        other = sqlite3.connect(path, timeout=0)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            db._use_wal(other.cursor(), timeout_s=0.2)
+    finally:
+        holder.execute("ROLLBACK")
+    db._use_wal(other.cursor(), timeout_s=0.2)  # released: converts
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_engine_is_migrated_once_per_process(monkeypatch) -> None:
     calls: list[str] = []
     import kbgen.store.db as db_module

@@ -8,7 +8,9 @@ migration ONCE per process and URL, when the engine is first asked for, never pe
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,10 +30,34 @@ _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
 
+def _use_wal(cursor: Any, timeout_s: float = BUSY_TIMEOUT_S) -> None:
+    """Put the file in WAL mode, waiting for other connections instead of failing.
+
+    Converting the journal needs the file to itself, and SQLite does not run the busy handler for
+    ``PRAGMA journal_mode=WAL``: processes opening a fresh file at once got "database is locked"
+    at once (6 trials of 20 with 8 processes, 2026-12-07). WAL persists in the file, so this looks
+    first and converts only a file that is not in WAL yet, retrying with backoff until
+    ``timeout_s``; another connection converting it meanwhile ends the wait.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")  # (":memory:" answers "memory": nothing to do)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.1)
+
+
 def _on_sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+    _use_wal(cursor)
     # NORMAL is the documented setting for WAL: a killed process loses nothing committed; only
     # an OS crash or power cut can drop the last commits. FULL fsyncs every commit (~10x slower).
     cursor.execute("PRAGMA synchronous=NORMAL")
