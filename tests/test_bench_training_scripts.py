@@ -21,6 +21,13 @@ def _run(args: list[str]) -> str:
     return proc.stdout
 
 
+def _refused(args: list[str]) -> str:
+    """The error output of a bench run that must fail."""
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    return proc.stderr
+
+
 @pytest.mark.slow
 def test_train_throughput_quick_writes_every_figure(tmp_path: Path) -> None:
     _run(["bench/train_throughput.py", "--device", "cpu", "--quick", "--out", str(tmp_path)])
@@ -389,15 +396,8 @@ def test_block_throughput_quick_times_each_shape_per_setting(tmp_path: Path) -> 
 
 
 def test_block_throughput_rejects_a_malformed_option() -> None:
-    proc = subprocess.run(
-        [sys.executable, "bench/block_throughput.py", "--quick", "--options", "fused_norm=maybe"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode != 0
-    assert "bad option 'fused_norm=maybe'" in proc.stderr
+    stderr = _refused(["bench/block_throughput.py", "--quick", "--options", "fused_norm=maybe"])
+    assert "bad option 'fused_norm=maybe'" in stderr
 
 
 def test_block_throughput_splits_inductor_flags_from_block_options() -> None:
@@ -426,14 +426,8 @@ def test_inductor_bytes_counts_fewer_units_when_inductor_recomputes(tmp_path: Pa
 
 
 def test_inductor_bytes_rejects_an_unknown_setting() -> None:
-    proc = subprocess.run(
-        [sys.executable, "bench/inductor_bytes.py", "--settings", "default", "bogus"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode != 0 and "unknown setting(s) ['bogus']" in proc.stderr
+    stderr = _refused(["bench/inductor_bytes.py", "--settings", "default", "bogus"])
+    assert "unknown setting(s) ['bogus']" in stderr
 
 
 def test_op_roofline_quick_times_every_non_inductor_op_against_its_floor(tmp_path: Path) -> None:
