@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch._inductor.config as inductor_config
 
@@ -41,6 +42,7 @@ from batchnorm_bandwidth import time_call  # noqa: E402
 from train_throughput import INDUCTOR_FLAGS  # noqa: E402
 
 from trainer.models.infogcn import INFOGCN_CHANNELS, InfoGCNBlock  # noqa: E402
+from trainer.plots import pyplot, save_figure  # noqa: E402
 
 NUM_JOINTS = 25
 PERSONS = 2
@@ -164,6 +166,28 @@ def summarise(rows: list[dict], batch: int, copy_tb_s: float) -> dict[str, float
     }
 
 
+def plot_blocks(result: dict, path: Path) -> Path | None:
+    """Grouped bars: each block shape's training ms per step (its calls × count) per setting, with
+    the nine blocks' total in each setting's label (None without matplotlib)."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    settings = result["settings"]
+    labels = [b["label"] + f" (×{b['count']})" for b in next(iter(settings.values()))["blocks"]]
+    x = np.arange(len(labels))
+    width = 0.8 / len(settings)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, (name, setting) in enumerate(settings.items()):
+        ms = [b["train_ms"] * b["count"] for b in setting["blocks"]]
+        total = setting["blocks_train_ms_per_step"]
+        ax.bar(x + (i - (len(settings) - 1) / 2) * width, ms, width, label=f"{name}: {total:.2f} ms")
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("ms per training step (fwd + bwd)")
+    ax.set_title(f"{result['gpu']}, batch {result['batch']}: the nine blocks per setting", fontsize=9)
+    ax.legend(fontsize=8)
+    return save_figure(fig, plt, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -178,7 +202,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 2, eager, on the CPU: checks the script")
     default_out = Path(__file__).parent / "results" / "block_throughput.json"
     parser.add_argument("--out", type=Path, default=default_out)
+    parser.add_argument("--replot", action="store_true", help="only draw --out's saved result as its .png")
     args = parser.parse_args()
+    if args.replot:
+        if not args.out.is_file():
+            raise SystemExit(f"no result at {args.out}: run the bench first or pass --out")
+        picture = plot_blocks(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+        print(f"wrote {picture}" if picture else "matplotlib is not installed: no picture")
+        return
     device = torch.device(args.device)
     if args.quick:
         args.batch, args.iters, args.no_compile = 2, 1, True
@@ -220,7 +251,8 @@ def main() -> None:
         print(f"| {shape.label} | {shape.count} | " + " | ".join(cells) + " |")
     for key in ("blocks_train_ms_per_step", "blocks_samples_per_s_bound", "units_per_block_at_copy_rate"):
         print(f"| {key} | | " + " | ".join(str(result["settings"][n][key]) for n in names) + " |")
-    print(f"wrote {args.out}")
+    picture = plot_blocks(result, args.out.with_suffix(".png"))
+    print(f"wrote {args.out}" + (f" and {picture}" if picture else ""))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -38,6 +39,7 @@ from block_throughput import NUM_JOINTS, PERSONS, WINDOW, BlockShape, block_shap
 
 from trainer.models.sagc_attention import sagc_attention  # noqa: E402
 from trainer.models.sagc_mixed_training import sagc_mixed_attention_training  # noqa: E402
+from trainer.plots import pyplot, save_figure  # noqa: E402
 
 HEADS = 3
 BYTES = 2  # bf16
@@ -200,6 +202,28 @@ def measure(op: Op, device: torch.device, iters: int, copy_tb_s: float, matmul_t
     }
 
 
+def plot_op_floors(result: dict, path: Path) -> Path | None:
+    """Bars per op: its measured ms per training step against its byte floor (None without matplotlib)."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    ops = sorted(result["per_op"].items(), key=lambda kv: kv[1]["train_ms_per_step"])
+    names = [name + (" *" if t["candidate"] else "") for name, t in ops]
+    y = np.arange(len(ops))
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(ops) + 1.4))
+    ax.barh(y + 0.2, [t["train_ms_per_step"] for _, t in ops], 0.4, label="measured (fwd + bwd)")
+    ax.barh(y - 0.2, [t["floor_ms_per_step"] for _, t in ops], 0.4, label="floor: bytes at the copy rate")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlabel("ms per training step")
+    ax.set_title(
+        f"{result['gpu']}, batch {result['batch']}: default path {result['train_ms_per_step']:.2f} ms, "
+        f"floor {result['floor_ms_per_step']:.2f} ms (* candidate)",
+        fontsize=8,
+    )
+    ax.legend(fontsize=8, loc="lower right")
+    return save_figure(fig, plt, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -209,7 +233,14 @@ def main() -> None:
     parser.add_argument("--matmul-tflops", type=float, default=800.0, help="bf16 matrix rate (H100: ~800)")
     parser.add_argument("--quick", action="store_true", help="batch 1, 16 frames, CPU: checks the script")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "op_roofline.json")
+    parser.add_argument("--replot", action="store_true", help="only draw --out's saved result as its .png")
     args = parser.parse_args()
+    if args.replot:
+        if not args.out.is_file():
+            raise SystemExit(f"no result at {args.out}: run the bench first or pass --out")
+        picture = plot_op_floors(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+        print(f"wrote {picture}" if picture else "matplotlib is not installed: no picture")
+        return
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the trainer runs (trainer/engine/loop.py)
@@ -256,7 +287,8 @@ def main() -> None:
         print(f"| {name} | {t['train_ms_per_step']:.3f} | {t['floor_ms_per_step']:.3f} | {share:.0%} |")
     share = floor_ms / step_ms if step_ms else 0.0
     print(f"| all (default path) | {step_ms:.3f} | {floor_ms:.3f} | {share:.0%} |")
-    print(f"wrote {args.out}")
+    picture = plot_op_floors(result, args.out.with_suffix(".png"))
+    print(f"wrote {args.out}" + (f" and {picture}" if picture else ""))
 
 
 if __name__ == "__main__":

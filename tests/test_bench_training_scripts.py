@@ -393,6 +393,9 @@ def test_block_throughput_quick_times_each_shape_per_setting(tmp_path: Path) -> 
         total = sum(b["train_ms"] * b["count"] for b in setting["blocks"])
         assert setting["blocks_train_ms_per_step"] == pytest.approx(total, rel=1e-3)
     assert "| 64->64/s1 T=16 | 3 |" in printed
+    assert (tmp_path / "blocks.png").stat().st_size > 10_000  # per block and setting
+    replot = _run(["bench/block_throughput.py", "--replot", "--out", str(out_file)])
+    assert replot.strip() == f"wrote {tmp_path / 'blocks.png'}"
 
 
 def test_block_throughput_rejects_a_malformed_option() -> None:
@@ -447,6 +450,9 @@ def test_op_roofline_quick_times_every_non_inductor_op_against_its_floor(tmp_pat
     total = sum(v["train_ms_per_step"] for v in result["per_op"].values() if not v["candidate"])
     assert result["train_ms_per_step"] == pytest.approx(total, rel=1e-3)
     assert "| all (default path) |" in printed
+    assert (tmp_path / "ops.png").stat().st_size > 10_000  # measured against floor, per op
+    replot = _run(["bench/op_roofline.py", "--replot", "--out", str(out_file)])
+    assert replot.strip() == f"wrote {tmp_path / 'ops.png'}"
 
 
 def test_op_roofline_floors_count_each_gemm_operand_once_per_pass() -> None:
