@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch._inductor.config as inductor_config
 
@@ -42,7 +41,7 @@ from batchnorm_bandwidth import time_call  # noqa: E402
 from train_throughput import INDUCTOR_FLAGS  # noqa: E402
 
 from trainer.models.infogcn import INFOGCN_CHANNELS, InfoGCNBlock  # noqa: E402
-from trainer.plots import pyplot, save_figure  # noqa: E402
+from trainer.plots import plot_grouped_bars  # noqa: E402
 
 NUM_JOINTS = 25
 PERSONS = 2
@@ -169,23 +168,14 @@ def summarise(rows: list[dict], batch: int, copy_tb_s: float) -> dict[str, float
 def plot_blocks(result: dict, path: Path) -> Path | None:
     """Grouped bars: each block shape's training ms per step (its calls × count) per setting, with
     the nine blocks' total in each setting's label (None without matplotlib)."""
-    plt = pyplot()
-    if plt is None:
-        return None
     settings = result["settings"]
     labels = [b["label"] + f" (×{b['count']})" for b in next(iter(settings.values()))["blocks"]]
-    x = np.arange(len(labels))
-    width = 0.8 / len(settings)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for i, (name, setting) in enumerate(settings.items()):
-        ms = [b["train_ms"] * b["count"] for b in setting["blocks"]]
-        total = setting["blocks_train_ms_per_step"]
-        ax.bar(x + (i - (len(settings) - 1) / 2) * width, ms, width, label=f"{name}: {total:.2f} ms")
-    ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylabel("ms per training step (fwd + bwd)")
-    ax.set_title(f"{result['gpu']}, batch {result['batch']}: the nine blocks per setting", fontsize=9)
-    ax.legend(fontsize=8)
-    return save_figure(fig, plt, path)
+    series = {
+        f"{name}: {s['blocks_train_ms_per_step']:.2f} ms": [b["train_ms"] * b["count"] for b in s["blocks"]]
+        for name, s in settings.items()
+    }
+    title = f"{result['gpu']}, batch {result['batch']}: the nine blocks per setting"
+    return plot_grouped_bars(labels, series, "ms per training step (fwd + bwd)", title, path)
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ before code generation and do not depend on the device — the bench pins the CP
 their GPU values — so a setting that makes Inductor keep fewer intermediates in memory shows here as
 fewer units, before any GPU time is spent. Two parts of the graph are not the GPU's: SA-GC's
 attention is PyTorch on the CPU (its maps in memory), not our Triton kernel, and the CPU backend
-fuses a little differently; compare settings with each other, not with GPU time::
+fuses a little differently (the model's other CUDA-only choices are made as on a GPU:
+:func:`as_on_a_gpu`); compare settings with each other, not with GPU time::
 
     python bench/inductor_bytes.py                                   # ~5 min on 2 cores
     python bench/inductor_bytes.py --settings default remat --shapes 1
@@ -42,9 +43,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from block_throughput import block_shapes, block_step  # noqa: E402
 from train_throughput import INDUCTOR_FLAGS as INDUCTOR_SETTINGS  # noqa: E402
 
+from trainer.models import infogcn  # noqa: E402
+from trainer.plots import plot_grouped_bars  # noqa: E402
+
 # The CPU backend's own store-versus-recompute thresholds, set to what Inductor uses on a GPU
 # (torch/_inductor/config.py: _realize_opcount_threshold_default, _realize_acc_reads_threshold_default).
 GPU_THRESHOLDS = {"realize_opcount_threshold": 30, "realize_acc_reads_threshold": 8}
+
+
+def as_on_a_gpu() -> None:
+    """Make the model take its CUDA-only paths on the CPU too where they change the graph: the
+    merged dilated convolution with autograd on (:func:`trainer.models.infogcn.merge_dilations_here`)."""
+    infogcn.merge_dilations_here = lambda x: torch.is_grad_enabled()
 
 
 def count_bytes_on() -> None:
@@ -86,6 +96,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown setting(s) {unknown}: choose from default, {', '.join(INDUCTOR_SETTINGS)}")
     count_bytes_on()
+    as_on_a_gpu()
     shapes = block_shapes()[: args.shapes]
     rows = []
     for shape in shapes:
@@ -109,7 +120,11 @@ def main() -> None:
         units = " | ".join(str(r[n]["units"]) for n in args.settings)
         print(f"| {r['label']} | {r['count']} | {units} |")
     print("| per block (weighted) | 9 | " + " | ".join(str(totals[n]) for n in args.settings) + " |")
-    print(f"wrote {args.out}")
+    labels = [f"{r['label']} (×{r['count']})" for r in rows]
+    series = {f"{n}: {totals[n]} per block": [r[n]["units"] for r in rows] for n in args.settings}
+    title = f"Inductor's byte count, training fwd + bwd per block (CPU compile, torch {torch.__version__})"
+    picture = plot_grouped_bars(labels, series, "activation units moved", title, args.out.with_suffix(".png"))
+    print(f"wrote {args.out}" + (f" and {picture}" if picture else ""))
 
 
 if __name__ == "__main__":

@@ -426,6 +426,7 @@ def test_inductor_bytes_counts_fewer_units_when_inductor_recomputes(tmp_path: Pa
     # the finding the setting is for (torch 2.13, CPU): the stored fp32 BatchNorm-backward gradients go
     assert row["remat"]["units"] < row["default"]["units"]
     assert "| 64->64/s1 T=64 | 3 |" in printed
+    assert (tmp_path / "bytes.png").stat().st_size > 10_000
 
 
 def test_inductor_bytes_rejects_an_unknown_setting() -> None:

@@ -117,6 +117,25 @@ def plot_joint_importance(
     return save_figure(fig, plt, path)
 
 
+def plot_grouped_bars(
+    labels: Sequence[str], series: dict[str, Sequence[float]], ylabel: str, title: str, path: Path
+) -> Path | None:
+    """One group of bars per label, one bar per series (its name in the legend)."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    x = np.arange(len(labels))
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return save_figure(fig, plt, path)
+
+
 def save_figure(fig: Any, plt: Any, path: Path) -> Path:
     """Lay out, write (110 dpi, parents created) and close ``fig``; returns ``path``."""
     path = Path(path)
