@@ -178,6 +178,14 @@ def plot_blocks(result: dict, path: Path) -> Path | None:
     return plot_grouped_bars(labels, series, "ms per training step (fwd + bwd)", title, path)
 
 
+def replot_saved(out: Path, plot: Callable[[dict, Path], Path | None]) -> None:
+    """A bench's ``--replot``: draw its saved result ``out`` as ``out``'s .png with ``plot``."""
+    if not out.is_file():
+        raise SystemExit(f"no result at {out}: run the bench first or pass --out")
+    picture = plot(json.loads(out.read_text()), out.with_suffix(".png"))
+    print(f"wrote {picture}" if picture else "matplotlib is not installed: no picture")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -195,10 +203,7 @@ def main() -> None:
     parser.add_argument("--replot", action="store_true", help="only draw --out's saved result as its .png")
     args = parser.parse_args()
     if args.replot:
-        if not args.out.is_file():
-            raise SystemExit(f"no result at {args.out}: run the bench first or pass --out")
-        picture = plot_blocks(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
-        print(f"wrote {picture}" if picture else "matplotlib is not installed: no picture")
+        replot_saved(args.out, plot_blocks)
         return
     device = torch.device(args.device)
     if args.quick:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from batchnorm_bandwidth import time_call  # noqa: E402
-from block_throughput import NUM_JOINTS, PERSONS, WINDOW, BlockShape, block_shapes  # noqa: E402
+from block_throughput import NUM_JOINTS, PERSONS, WINDOW, BlockShape, block_shapes, replot_saved  # noqa: E402
 
 from trainer.models.sagc_attention import sagc_attention  # noqa: E402
 from trainer.models.sagc_mixed_training import sagc_mixed_attention_training  # noqa: E402
@@ -236,10 +236,7 @@ def main() -> None:
     parser.add_argument("--replot", action="store_true", help="only draw --out's saved result as its .png")
     args = parser.parse_args()
     if args.replot:
-        if not args.out.is_file():
-            raise SystemExit(f"no result at {args.out}: run the bench first or pass --out")
-        picture = plot_op_floors(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
-        print(f"wrote {picture}" if picture else "matplotlib is not installed: no picture")
+        replot_saved(args.out, plot_op_floors)
         return
     device = torch.device(args.device)
     if device.type == "cuda":
