@@ -54,7 +54,6 @@ from trainer.models import (  # noqa: E402
 )
 from trainer.models.batchnorm_kernels import use_kernel_batchnorm  # noqa: E402
 from trainer.models.crossglg import CrossGLG  # noqa: E402
-from trainer.models.infogcn import MultiScaleTemporalConv  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inductor_bandwidth import format_large, format_summary, in_graph_rows, kernel_bytes, summarise  # noqa: E402
@@ -157,15 +156,13 @@ class Knowledge:
 
 
 def flops_per_sample(variant: str, num_classes: int, device: torch.device) -> float:
-    """Forward + backward FLOPs per training sample (``torch.utils.flop_counter``, batch 4)."""
+    """Forward + backward FLOPs per training sample (``torch.utils.flop_counter``, batch 4; eager, so
+    the useful FLOPs: the merged dilated convolution's zero taps are a compiled step's only)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from trainer.models.losses import crossglg_loss
 
     model, kb = build(variant, num_classes, device), Knowledge(num_classes, device)
-    for module in model.modules():  # useful FLOPs: not the zero taps of the merged dilated convolution
-        if isinstance(module, MultiScaleTemporalConv):
-            module.merged_dilations = False
     y = torch.arange(4, device=device)
     x = torch.randn(4, 3, 64, 25, 2, device=device)
     counter = FlopCounterMode(display=False)

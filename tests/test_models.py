@@ -313,6 +313,8 @@ def test_merged_dilations_keep_the_state_dict_and_are_the_training_default(ntu, 
 
     with FakeTensorMode():  # a tensor that says it is on CUDA, without a GPU
         on_gpu = torch.empty(1, device="cuda")
+    assert not infogcn.merge_dilations_here(on_gpu)  # eager: the weight would cost launches per step
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # as inside the compiled step
     assert infogcn.merge_dilations_here(on_gpu)
     with torch.no_grad():  # eval / feature extraction on CUDA: separate too (faster forward)
         assert not infogcn.merge_dilations_here(on_gpu)

@@ -283,10 +283,12 @@ def merged_dilated_weight(convs: Sequence[nn.Conv2d], dilations: Sequence[int]) 
 
 def merge_dilations_here(x: Tensor) -> bool:
     """Where :func:`merged_dilated_weight` pays: with autograd on (its backward gains, its forward
-    loses: H100, 2026-12-07) and on CUDA. On the CPU the zero taps' FLOPs cost time: eager fp32
-    forward + backward of the TCN at batch 8, one thread, 2026-12-07: 50.4 / 53.6 / 64.2 ms merged
-    against 47.5 / 44.3 / 50.4 separate at C = 64 / 128 / 256."""
-    return torch.is_grad_enabled() and x.device.type == "cuda"
+    loses: H100, 2026-12-07), on CUDA, in a compiled step (where it was measured; there the weight is
+    built inside the graph, while eagerly it costs a few small launches per block and step). On the
+    CPU the zero taps' FLOPs cost time: eager fp32 forward + backward of the TCN at batch 8, one
+    thread, 2026-12-07: 50.4 / 53.6 / 64.2 ms merged against 47.5 / 44.3 / 50.4 separate at
+    C = 64 / 128 / 256."""
+    return torch.is_grad_enabled() and x.device.type == "cuda" and torch.compiler.is_compiling()
 
 
 class MultiScaleTemporalConv(nn.Module):
@@ -497,9 +499,10 @@ class InfoGCN(SkeletonEncoder):
         index_free_pool: the multi-scale TCN's max-pool branch without argmax indices
             (:func:`temporal_max_pool3`: the same values and gradients; no int64 indices kept for the
             backward — 9 activation units of the step's ~176 on the CPU trace below).
-        merged_dilations: with autograd on (training) on CUDA, the multi-scale TCN's dilated branches
-            run as one undilated convolution with a block-diagonal, zero-padded weight built from theirs
-            (:func:`merged_dilated_weight`; same function and state dict). H100, batch 128,
+        merged_dilations: with autograd on (training) in a compiled step on CUDA, the multi-scale
+            TCN's dilated branches run as one undilated convolution with a block-diagonal,
+            zero-padded weight built from theirs (:func:`merged_dilated_weight`; same function and
+            state dict). H100, batch 128,
             2026-12-07: training 4,862 against 4,804 samples/s (+1.2%, one call); the nine blocks
             alone (``bench/block_throughput.py``) 25.45 against 26.11 ms fwd + bwd, their forward
             7.26 against 7.16 ms — the backward gains, the forward loses (3.6× the branches' FLOPs),
