@@ -76,27 +76,30 @@ def test_auto_stays_eager_for_runs_too_short_to_win_back_compilation() -> None:
     assert choose_compile_mode("default", nwucla) == "default"  # an explicit mode is kept
 
 
+REMAT = {"realize_reads_threshold": 16, "realize_opcount_threshold": 100, "realize_acc_reads_threshold": 32}
+
+
 def test_compile_options_merge_the_mode_with_the_training_settings() -> None:
-    from trainer.engine.step import TRAINING_INDUCTOR_OPTIONS, compile_options
+    from trainer.engine.step import compile_options
 
     assert compile_options("default", None) == {"mode": None}
     assert compile_options("reduce-overhead", {}) == {"mode": "reduce-overhead"}
-    merged = compile_options("reduce-overhead", TRAINING_INDUCTOR_OPTIONS)
+    merged = compile_options("reduce-overhead", REMAT)
     assert set(merged) == {"options"}  # torch.compile refuses a mode and options together
     assert merged["options"]["triton.cudagraphs"] is True  # what reduce-overhead means to Inductor
-    assert TRAINING_INDUCTOR_OPTIONS.items() <= merged["options"].items()
+    assert REMAT.items() <= merged["options"].items()
     assert "no_such_option" not in compile_options("default", {"no_such_option": 1})["options"]
 
 
 def test_the_training_settings_compile_and_give_the_eager_result() -> None:
     """torch.compile takes the merged options (it raises on unknown or mistyped ones) and the
     recomputed chains give the same numbers (Inductor on the CPU)."""
-    from trainer.engine.step import TRAINING_INDUCTOR_OPTIONS, compile_options
+    from trainer.engine.step import compile_options
 
     def chain(x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(x * 2.0 + 1.0)
         return y.sum(0) + y.mean(1, keepdim=True).sum(0) + (y * y).sum(0)
 
     x = torch.randn(16, 8)
-    compiled = torch.compile(chain, **compile_options("default", TRAINING_INDUCTOR_OPTIONS))
+    compiled = torch.compile(chain, **compile_options("default", REMAT))
     torch.testing.assert_close(compiled(x), chain(x))

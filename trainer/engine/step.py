@@ -65,19 +65,13 @@ def resolve_compile_mode(compile_mode: str) -> str:
     return "reduce-overhead" if compile_mode == "auto" else compile_mode
 
 
-# Inductor settings of the training step (forward + backward), on top of the compile mode's own.
-# Inductor stores a pointwise chain that several kernels read once it reads more than 4 buffers,
-# holds more than 30 ops or has piled up more than 8 reads (torch/_inductor/ir.py:
-# should_realize_on_reuse, has_exceeded_max_reads). In this step that stores every BatchNorm
-# backward's input gradient in fp32 (the ReLU masks and the recomputed forward folded in), written
-# once and read again by its two reductions and by the kernel that finishes the gradient. With the
-# thresholds raised each reader recomputes the chain instead: per encoding block 185.9 → 167.0
-# bf16-activation units moved (-10%, bench/inductor_bytes.py, Inductor's own byte count).
-TRAINING_INDUCTOR_OPTIONS: dict[str, Any] = {
-    "realize_reads_threshold": 16,
-    "realize_opcount_threshold": 100,
-    "realize_acc_reads_threshold": 32,
-}
+# Inductor settings of the training step (forward + backward), on top of the compile mode's own;
+# none today. Tried: Inductor's recompute thresholds raised (``remat`` in bench/train_throughput.py's
+# INDUCTOR_FLAGS), so that each BatchNorm backward's fp32 input gradient is recomputed by its readers
+# instead of stored: 10% fewer bytes per block by Inductor's count (bench/inductor_bytes.py) and
+# 25.77 → 24.83 ms for the nine blocks alone, but the whole step did not gain (H100, batch 128:
+# 4,722 with it, 4,743 without, same call, 2026-12-07; docs/performance.md, session 14).
+TRAINING_INDUCTOR_OPTIONS: dict[str, Any] = {}
 
 
 def compile_options(mode: str, inductor_options: dict[str, Any] | None) -> dict[str, Any]:
