@@ -17,6 +17,7 @@ fuses a little differently (the model's other CUDA-only choices are made as on a
 
     python bench/inductor_bytes.py                                   # default and remat, ~3 min on 2 cores
     python bench/inductor_bytes.py --settings default remat nosplit --shapes 1
+    python bench/inductor_bytes.py --whole-model                     # CrossGLG's whole step, ~5 min
 
 Writes ``bench/results/inductor_bytes.json`` (``--out`` elsewhere).
 """
@@ -40,7 +41,7 @@ from torch._inductor import compile_fx, metrics  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from block_throughput import BlockShape, block_shapes, block_step  # noqa: E402
+from block_throughput import WINDOW, BlockShape, block_shapes, block_step  # noqa: E402
 from train_throughput import INDUCTOR_FLAGS as INDUCTOR_SETTINGS  # noqa: E402
 
 from trainer.models import infogcn  # noqa: E402
@@ -78,6 +79,52 @@ def block_units(shape: BlockShape, options: dict[str, object], batch: int) -> di
     }
 
 
+def model_megabytes(options: dict[str, object], batch: int, classes: int) -> dict[str, float]:
+    """MB per sample Inductor's count says CrossGLG's whole training forward + loss + backward moves
+    (``bench/train_throughput.py``'s model, its text branch fed random embeddings), and its kernels."""
+    from train_throughput import Knowledge, build
+
+    from trainer.models.losses import crossglg_loss
+
+    torch._dynamo.reset()
+    metrics.reset()
+    t0 = time.perf_counter()
+    cpu = torch.device("cpu")
+    model = build("crossglg", classes, cpu).to(memory_format=torch.channels_last).train()
+    knowledge = Knowledge(classes, cpu)
+    x = torch.randn(batch, 3, WINDOW, 25, 2)
+    labels = torch.randint(0, classes, (batch,))
+
+    def forward_loss(
+        x: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, k_gt: torch.Tensor
+    ) -> torch.Tensor:
+        return crossglg_loss(model(x, text_joint=text), labels, k_gt)[0]
+
+    with inductor_config.patch({**GPU_THRESHOLDS, **options}):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = torch.compile(forward_loss)(x, knowledge.text[labels], labels, knowledge.k_gt[labels])
+        loss.backward()
+    return {
+        "mb_per_sample": round(metrics.num_bytes_accessed / batch / 1e6, 1),
+        "kernels": metrics.generated_kernel_count,
+        "compile_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def whole_model(settings: list[str], batch: int, out: Path) -> None:
+    """``--whole-model``: the count for the whole training step per setting, as a table and JSON."""
+    rows = {name: model_megabytes(INDUCTOR_SETTINGS.get(name, {}), batch, 120) for name in settings}
+    result = {"torch": torch.__version__, "batch": batch, "thresholds_pinned": GPU_THRESHOLDS}
+    result |= {"settings": {n: INDUCTOR_SETTINGS.get(n, {}) for n in settings}, "whole_model": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\nCrossGLG training forward + loss + backward, CPU compile, batch {batch}")
+    print("| setting | MB per sample | kernels |\n| --- | --- | --- |")
+    for name, row in rows.items():
+        print(f"| {name} | {row['mb_per_sample']} | {row['kernels']} |")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -88,21 +135,35 @@ def main() -> None:
     )
     parser.add_argument("--shapes", type=int, help="only the first N block shapes")
     parser.add_argument(
-        "--batch", type=int, default=1, help="samples (two persons each); units do not depend on it"
+        "--batch",
+        type=int,
+        help="samples, two persons each (blocks: 1, their units do not depend on it; --whole-model: 8)",
     )
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "inductor_bytes.json")
+    parser.add_argument(
+        "--whole-model",
+        action="store_true",
+        help="count CrossGLG's whole training step (MB per sample) instead of the blocks (~2 min a setting)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="result JSON (default bench/results/inductor_bytes[_model].json)"
+    )
     args = parser.parse_args()
     unknown = [s for s in args.settings if s != "default" and s not in INDUCTOR_SETTINGS]
     if unknown:
         raise SystemExit(f"unknown setting(s) {unknown}: choose from default, {', '.join(INDUCTOR_SETTINGS)}")
+    results = Path(__file__).parent / "results"
     count_bytes_on()
     as_on_a_gpu()
+    if args.whole_model:
+        whole_model(args.settings, args.batch or 8, args.out or results / "inductor_bytes_model.json")
+        return
+    args.out = args.out or results / "inductor_bytes.json"
     shapes = block_shapes()[: args.shapes]
     rows = []
     for shape in shapes:
         row: dict[str, object] = {"label": shape.label, "count": shape.count}
         for name in args.settings:
-            row[name] = block_units(shape, INDUCTOR_SETTINGS.get(name, {}), args.batch)
+            row[name] = block_units(shape, INDUCTOR_SETTINGS.get(name, {}), args.batch or 1)
             print(f"{shape.label} {name}: {row[name]}", flush=True)
         rows.append(row)
     totals = {
