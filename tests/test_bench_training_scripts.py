@@ -429,6 +429,17 @@ def test_inductor_bytes_counts_fewer_units_when_inductor_recomputes(tmp_path: Pa
     assert (tmp_path / "bytes.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
+def test_inductor_bytes_counts_the_whole_training_step(tmp_path: Path) -> None:
+    out_file = tmp_path / "model.json"
+    args = ["--whole-model", "--settings", "default", "--out", str(out_file)]
+    printed = _run(["bench/inductor_bytes.py", *args])
+    row = json.loads(out_file.read_text())["whole_model"]["default"]
+    # nine blocks of ~150 activation units (0.4 MB per sample each) move ~550 MB per sample
+    assert row["mb_per_sample"] > 100 and row["kernels"] > 500
+    assert f"| default | {row['mb_per_sample']} | {row['kernels']} |" in printed
+
+
 def test_inductor_bytes_rejects_an_unknown_setting() -> None:
     stderr = _refused(["bench/inductor_bytes.py", "--settings", "default", "bogus"])
     assert "unknown setting(s) ['bogus']" in stderr
