@@ -364,14 +364,15 @@ PROFILE_STEPS = 5
 
 
 def record_train_profile(
-    args: argparse.Namespace, device: torch.device, store: PreparedStore, mode: str
+    args: argparse.Namespace, device: torch.device, store: PreparedStore, mode: str, fused: bool | None = None
 ) -> Any:
-    """``torch.profiler`` record of :data:`PROFILE_STEPS` crossglg training steps at batch 128."""
+    """``torch.profiler`` record of :data:`PROFILE_STEPS` crossglg training steps at batch 128
+    (``fused``: SA-GC's attention path, as in :func:`build`)."""
     from torch.profiler import ProfilerActivity, profile
 
     torch._dynamo.reset()
     kb = Knowledge(args.classes, device)
-    model = build("crossglg", args.classes, device)
+    model = build("crossglg", args.classes, device, fused=fused)
     step = make_step(model, "crossglg", device, mode, "bf16")
     feeder = GPUFeeder(store, np.arange(len(store)), device=device, train=True)
     batches = feeder.epoch_batches(PROFILE_BATCH if device.type == "cuda" else 4, 0)
@@ -539,7 +540,11 @@ def main() -> None:
         metavar="BATCH",
         help="the compare section also times eval (feature extraction) at this batch for each setting",
     )
-    parser.add_argument("--profile-mode", default="off", help="compile mode of the profiled step")
+    parser.add_argument(
+        "--profile-mode",
+        default="off",
+        help="setting of the profiled step: a compile mode or a --compare label (e.g. auto+remat)",
+    )
     parser.add_argument("--steps", type=int, default=60, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=15, help="untimed steps (compilation included)")
     parser.add_argument("--eval-batches", type=int, default=40)
@@ -739,14 +744,16 @@ def main() -> None:
             result.setdefault("compare_eval", {"batch": args.compare_eval})[label] = e
             save()
     if "profile" in args.sections and schedule.runs("profile"):
-        rows = kernel_rows(
-            record_train_profile(args, device, store, args.profile_mode), PROFILE_STEPS, device
-        )
+        with compare_setting(args.profile_mode) as (mode, fused):
+            prof = record_train_profile(args, device, store, mode, fused)
+        rows = kernel_rows(prof, PROFILE_STEPS, device)
         result["profile_top_kernels"] = {"compile": args.profile_mode, "rows": rows}
         print_profile(rows)
         save()
     if "evalprofile" in args.sections and schedule.runs("evalprofile"):
-        rows = kernel_rows(record_eval_profile(args, device, store, args.profile_mode), PROFILE_STEPS, device)
+        with compare_setting(args.profile_mode) as (mode, _):
+            prof = record_eval_profile(args, device, store, mode)
+        rows = kernel_rows(prof, PROFILE_STEPS, device)
         result["eval_profile_top_kernels"] = {"compile": args.profile_mode, "batch": 256, "rows": rows}
         print("eval profile (batch 256)", flush=True)
         print_profile(rows)
@@ -904,7 +911,7 @@ def warm_jobs(args: argparse.Namespace) -> dict[str, list[str]]:
     if "profile" in args.sections and args.profile_mode != "off":
         jobs["profile"] = ["--sections", "profile", "--profile-mode", args.profile_mode]
     if "evalprofile" in args.sections and args.profile_mode != "off":  # the eval graph at batch 256
-        jobs["evalprofile"] = ["--sections", "eval", "--eval-sizes", "256", "--compile", args.profile_mode]
+        jobs["evalprofile"] = ["--sections", "evalprofile", "--profile-mode", args.profile_mode]
     return {key: base + job for key, job in jobs.items()}
 
 
@@ -1002,7 +1009,11 @@ def warm_configurations(args: argparse.Namespace, device: torch.device) -> None:
         gradient_check(args, device, store)
     if "profile" in args.sections and args.profile_mode != "off":
         batch = PROFILE_BATCH if device.type == "cuda" else 4
-        time_train(args, device, store, "crossglg", batch, args.profile_mode)
+        with compare_setting(args.profile_mode) as (mode, fused):
+            time_train(args, device, store, "crossglg", batch, mode, fused=fused)
+    if "evalprofile" in args.sections and args.profile_mode != "off":
+        with compare_setting(args.profile_mode) as (mode, _):
+            time_eval(args, device, store, 256, mode)
 
 
 TRAIN_TARGET, EVAL_TARGET = 20_000, 50_000  # issue 8

@@ -54,6 +54,17 @@ def test_train_throughput_prewarm_compiles_each_configuration_first(tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_train_throughput_profiles_a_compare_setting(tmp_path: Path) -> None:
+    args = ["--device", "cpu", "--quick", "--sections", "profile", "evalprofile"]
+    args += ["--profile-mode", "auto+unfused"]
+    out = _run(["bench/train_throughput.py", *args, "--prewarm", "300", "--out", str(tmp_path)])
+    assert "prewarm: 2 configurations compiled in parallel" in out and "(0 not finished)" in out
+    result = json.loads((tmp_path / "train_throughput.json").read_text())
+    for key in ("profile_top_kernels", "eval_profile_top_kernels"):
+        assert result[key]["compile"] == "auto+unfused" and result[key]["rows"][-1]["kernel"] == "TOTAL"
+
+
+@pytest.mark.slow
 def test_train_throughput_deadline_skips_the_rest_and_still_writes_the_table(tmp_path: Path) -> None:
     args = ["--device", "cpu", "--quick", "--sections", "train", "eval", "--variants", "baseline"]
     out = _run(["bench/train_throughput.py", *args, "--deadline", "0.001", "--out", str(tmp_path)])
