@@ -84,7 +84,7 @@ def model_megabytes(options: dict[str, object], batch: int, classes: int) -> dic
     (``bench/train_throughput.py``'s model, its text branch fed random embeddings), and its kernels."""
     from train_throughput import Knowledge, build
 
-    from trainer.models.losses import crossglg_loss
+    from trainer.engine.step import make_forward_loss
 
     torch._dynamo.reset()
     metrics.reset()
@@ -94,15 +94,10 @@ def model_megabytes(options: dict[str, object], batch: int, classes: int) -> dic
     knowledge = Knowledge(classes, cpu)
     x = torch.randn(batch, 3, WINDOW, 25, 2)
     labels = torch.randint(0, classes, (batch,))
-
-    def forward_loss(
-        x: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, k_gt: torch.Tensor
-    ) -> torch.Tensor:
-        return crossglg_loss(model(x, text_joint=text), labels, k_gt)[0]
-
+    forward_loss = torch.compile(make_forward_loss(model, cpu, "off"))  # the trainer's step, for the CPU
     with inductor_config.patch({**GPU_THRESHOLDS, **options}):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = torch.compile(forward_loss)(x, knowledge.text[labels], labels, knowledge.k_gt[labels])
+            loss, _, _ = forward_loss(x, knowledge.text[labels], labels, knowledge.k_gt[labels])
         loss.backward()
     return {
         "mb_per_sample": round(metrics.num_bytes_accessed / batch / 1e6, 1),
