@@ -138,6 +138,8 @@ def build(
         options["fused_mixing_train"] = True
     if "sepdil" in CANDIDATES["on"]:
         options["merged_dilations"] = False
+    if "densegrad" in CANDIDATES["on"]:
+        options["dense_conv_gradients"] = True
     if "dense" in CANDIDATES["on"] or "strided" in CANDIDATES["on"]:
         options["dense_branches"] = "strided" not in CANDIDATES["on"]
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
@@ -386,7 +388,39 @@ def record_train_profile(
             x, y, _ = next(batches)
             step(x, y, kb)
         sync(device)
+    if not args.profile_ops:
+        return prof
+    # A second record with the host-side ops and their input shapes, for aten_op_rows: which ATen op
+    # launched which kernels (only where the step is not replayed as a CUDA graph).
+    both = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=both, record_shapes=True) as ops:
+        for _ in range(PROFILE_STEPS):
+            x, y, _ = next(batches)
+            step(x, y, kb)
+        sync(device)
+    args.profile_ops_record = ops
     return prof
+
+
+def aten_op_rows(prof: Any, steps: int, device: torch.device, top: int = 25) -> list[dict]:
+    """The ATen ops that launched the most GPU (or CPU) time themselves, per input shapes: the ops
+    Inductor leaves outside its kernels (convolutions, GEMMs, copies) and what they were given."""
+    rows = []
+    for e in prof.key_averages(group_by_input_shape=True):
+        own = e.self_device_time_total if device.type == "cuda" else e.self_cpu_time_total
+        if not e.key.startswith("aten::") or own <= 0:
+            continue
+        shapes = str(e.input_shapes)
+        rows.append(
+            {
+                "op": e.key,
+                "input_shapes": shapes if len(shapes) <= 160 else shapes[:157] + "...",
+                "ms_per_step": round(own / steps / 1e3, 3),
+                "calls_per_step": e.count // steps,
+            }
+        )
+    rows.sort(key=lambda r: -r["ms_per_step"])
+    return rows[:top]
 
 
 def record_eval_profile(
@@ -544,6 +578,12 @@ def main() -> None:
         "--profile-mode",
         default="off",
         help="setting of the profiled step: a compile mode or a --compare label (e.g. auto+remat)",
+    )
+    parser.add_argument(
+        "--profile-ops",
+        action="store_true",
+        help="the profile section also lists the ATen ops that launched the most GPU time, with their "
+        "input shapes (use a --profile-mode without CUDA graphs, e.g. default)",
     )
     parser.add_argument("--steps", type=int, default=60, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=15, help="untimed steps (compilation included)")
@@ -749,6 +789,13 @@ def main() -> None:
         rows = kernel_rows(prof, PROFILE_STEPS, device)
         result["profile_top_kernels"] = {"compile": args.profile_mode, "rows": rows}
         print_profile(rows)
+        if args.profile_ops:
+            op_rows = aten_op_rows(args.profile_ops_record, PROFILE_STEPS, device)
+            result["profile_aten_ops"] = {"compile": args.profile_mode, "rows": op_rows}
+            print("ATen ops by the GPU time they launched themselves (ms per step, launches, input shapes)")
+            for row in op_rows:
+                timing = f"{row['ms_per_step']:8.3f} ms x{row['calls_per_step']:<4}"
+                print(f"  {timing} {row['op']} {row['input_shapes']}")
         save()
     if "evalprofile" in args.sections and schedule.runs("evalprofile"):
         with compare_setting(args.profile_mode) as (mode, _):
@@ -805,6 +852,8 @@ MODEL_CANDIDATES = {
     "(InfoGCN fused_norm, trainer/models/layernorm_linear.py)",
     "sepdil": "before 2026-12-07: the TCN's dilated convolutions as two cuDNN calls in training too "
     "(InfoGCN merged_dilations off)",
+    "densegrad": "training: the TCN's dilated convolutions get dense output gradients made in the graph "
+    "(InfoGCN dense_conv_gradients), not strided slices cuDNN copies",
     "mixtrain": "training: SA-GC's channel mixing inside its attention kernels, forward and backward "
     "(InfoGCN fused_mixing_train, trainer/models/sagc_mixed_training.py)",
 }

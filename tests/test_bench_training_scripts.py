@@ -56,12 +56,16 @@ def test_train_throughput_prewarm_compiles_each_configuration_first(tmp_path: Pa
 @pytest.mark.slow
 def test_train_throughput_profiles_a_compare_setting(tmp_path: Path) -> None:
     args = ["--device", "cpu", "--quick", "--sections", "profile", "evalprofile"]
-    args += ["--profile-mode", "auto+unfused"]
+    args += ["--profile-mode", "auto+unfused", "--profile-ops"]
     out = _run(["bench/train_throughput.py", *args, "--prewarm", "300", "--out", str(tmp_path)])
     assert "prewarm: 2 configurations compiled in parallel" in out and "(0 not finished)" in out
     result = json.loads((tmp_path / "train_throughput.json").read_text())
     for key in ("profile_top_kernels", "eval_profile_top_kernels"):
         assert result[key]["compile"] == "auto+unfused" and result[key]["rows"][-1]["kernel"] == "TOTAL"
+    ops = result["profile_aten_ops"]["rows"]  # on the CPU: the ATen ops outside Inductor's kernels
+    assert ops and all(row["op"].startswith("aten::") and row["ms_per_step"] > 0 for row in ops)
+    assert any("[" in row["input_shapes"] for row in ops)
+    assert "ATen ops by the GPU time they launched themselves" in out
 
 
 @pytest.mark.slow

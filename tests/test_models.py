@@ -398,3 +398,42 @@ def test_index_free_max_pool_has_max_pools_values_and_gradients(stride: int, fra
     ours.backward(grad)
     pooled.backward(grad)
     assert torch.equal(a.grad, b.grad)
+
+
+def test_dense_gradient_is_the_identity_with_a_dense_channels_last_gradient():
+    from trainer.models.infogcn import dense_gradient
+
+    wide = torch.randn(2, 8, 5, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x = wide[:, :4].clone().requires_grad_()
+    y = dense_gradient(x)
+    torch.testing.assert_close(y, x)
+    seen = []
+    x.register_hook(lambda g: seen.append(g))
+    upstream = torch.randn_like(wide).contiguous(memory_format=torch.channels_last)
+    y.backward(upstream[:, :4])  # a strided channel slice, as the concatenation's backward hands on
+    assert upstream[:, :4].is_contiguous(memory_format=torch.channels_last) is False
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(x.grad, upstream[:, :4])
+
+
+@pytest.mark.parametrize("merged", [True, False])
+def test_dense_conv_gradients_compute_the_same_tcn_and_gradients(merged, monkeypatch):
+    from trainer.models import infogcn
+    from trainer.models.infogcn import MultiScaleTemporalConv
+
+    monkeypatch.setattr(infogcn, "merge_dilations_here", lambda x: merged)
+    torch.manual_seed(0)
+    plain = MultiScaleTemporalConv(32, 1).double().train()
+    dense = MultiScaleTemporalConv(32, 1, dense_conv_gradients=True).double().train()
+    dense.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 32, 11, 25, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    results = []
+    for tcn in (plain, dense):
+        xi = x.clone().requires_grad_()
+        out = tcn(xi)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        results.append((out, xi.grad, {n: p.grad for n, p in tcn.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    torch.testing.assert_close(results[1][1], results[0][1])
+    for name, grad in results[0][2].items():
+        torch.testing.assert_close(results[1][2][name], grad, msg=name)

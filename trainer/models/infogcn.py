@@ -291,6 +291,30 @@ def merge_dilations_here(x: Tensor) -> bool:
     return torch.is_grad_enabled() and x.device.type == "cuda" and torch.compiler.is_compiling()
 
 
+class _DenseGradient(torch.autograd.Function):
+    """Identity whose backward hands on the incoming gradient as a dense channels-last tensor."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # noqa: ANN001
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: ANN001
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
+def dense_gradient(x: Tensor) -> Tensor:
+    """``x``, whose gradient reaches the op that made it as a dense channels-last copy.
+
+    The TCN's branch outputs are concatenated, so in the backward each branch's convolution gets a
+    channel slice of the concatenation's gradient; where Inductor writes that gradient as one wide
+    buffer the slice is strided, and cuDNN copies it to a dense tensor before its kernels (ATen
+    copies outside the compiled kernels). Through this op the copy is in the graph instead, where
+    Inductor can write it from the kernel that computes the gradient. The same values and gradients.
+    """
+    return _DenseGradient.apply(x)
+
+
 class MultiScaleTemporalConv(nn.Module):
     """Multi-scale TCN: four branches of ``C/4`` channels, concatenated, then ReLU.
 
@@ -310,10 +334,14 @@ class MultiScaleTemporalConv(nn.Module):
         dense_branches: bool = True,
         index_free_pool: bool = True,
         merged_dilations: bool = True,
+        dense_conv_gradients: bool = False,
     ):
         super().__init__()
         # merged_dilations: the dilated branches as one convolution where it pays (merge_dilations_here)
         self.merged_dilations = merged_dilations
+        # dense_conv_gradients: the dilated convolutions' output gradients made dense in the graph
+        # (dense_gradient) instead of copied by cuDNN
+        self.dense_conv_gradients = dense_conv_gradients
         # index_free_pool: the max-pool branch as comparisons of three shifted views (temporal_max_pool3),
         # so the backward needs no int64 argmax indices (8 bytes per pooled element, written and read)
         self.index_free_pool = index_free_pool
@@ -387,6 +415,8 @@ class MultiScaleTemporalConv(nn.Module):
                 else parts
             )
             outs = [conv(part) for conv, part in zip(self.dilated, inputs[: len(self.dilated)], strict=True)]
+        if self.dense_conv_gradients and torch.is_grad_enabled():
+            outs = [dense_gradient(out) for out in outs]
         outs.append(
             temporal_max_pool3(parts[-1], self.stride) if self.index_free_pool else self.pool(parts[-1])
         )
@@ -408,6 +438,7 @@ class InfoGCNBlock(nn.Module):
         dense_branches: bool = True,
         index_free_pool: bool = True,
         merged_dilations: bool = True,
+        dense_conv_gradients: bool = False,
         **gc_options: bool,
     ):
         """``gc_options``: :class:`SelfAttentionGraphConv`'s switches (``fused``, ``fused_mixing``,
@@ -421,6 +452,7 @@ class InfoGCNBlock(nn.Module):
             dense_branches=dense_branches,
             index_free_pool=index_free_pool,
             merged_dilations=merged_dilations,
+            dense_conv_gradients=dense_conv_gradients,
         )
         if in_channels == out_channels and stride == 1:
             self.residual: nn.Module = nn.Identity()
@@ -508,6 +540,10 @@ class InfoGCN(SkeletonEncoder):
             7.26 against 7.16 ms — the backward gains, the forward loses (3.6× the branches' FLOPs),
             and eval with it merged measured 22,152 against 22,352: so without autograd the branches
             stay separate, and on the CPU too (:func:`merge_dilations_here`).
+        dense_conv_gradients: in training, the multi-scale TCN's dilated convolutions get their output
+            gradient as a dense channels-last tensor made in the graph (:func:`dense_gradient`), not a
+            strided channel slice of the concatenation's gradient that cuDNN copies (same function).
+            Untimed on a GPU, off.
         Both dtype switches (2026-12-06) remove fp32 traffic: on the CPU under bf16 autocast, with
         layer_norm in fp32 as CUDA's autocast runs it, the fp32 activations kept for the backward
         of a CrossGLG training step fell from 27.1 to 0.7 activation-sized units (bf16 139.8 → 141.0;
@@ -538,6 +574,7 @@ class InfoGCN(SkeletonEncoder):
         stem_in_compute_dtype: bool = True,
         index_free_pool: bool = True,
         merged_dilations: bool = True,
+        dense_conv_gradients: bool = False,
     ):
         super().__init__()
         v = graph.num_joints
@@ -563,7 +600,16 @@ class InfoGCN(SkeletonEncoder):
         for mult, stride in INFOGCN_CHANNELS:
             c_out = mult * base_channels // 64
             block = InfoGCNBlock(
-                c_in, c_out, v, stride, heads, dense_branches, index_free_pool, merged_dilations, **gc_options
+                c_in,
+                c_out,
+                v,
+                stride,
+                heads,
+                dense_branches,
+                index_free_pool,
+                merged_dilations,
+                dense_conv_gradients,
+                **gc_options,
             )
             blocks.append(block)
             c_in = c_out
