@@ -140,6 +140,8 @@ def build(
         options["merged_dilations"] = False
     if "densegrad" in CANDIDATES["on"]:
         options["dense_conv_gradients"] = True
+    if "tritonconv" in CANDIDATES["on"]:
+        options["triton_dilations"] = True
     if "dense" in CANDIDATES["on"] or "strided" in CANDIDATES["on"]:
         options["dense_branches"] = "strided" not in CANDIDATES["on"]
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
@@ -854,6 +856,8 @@ MODEL_CANDIDATES = {
     "(InfoGCN merged_dilations off)",
     "densegrad": "training: the TCN's dilated convolutions get dense output gradients made in the graph "
     "(InfoGCN dense_conv_gradients), not strided slices cuDNN copies",
+    "tritonconv": "the TCN's dilated branches as one Triton implicit-GEMM op per direction "
+    "(InfoGCN triton_dilations, trainer/models/temporal_conv.py)",
     "mixtrain": "training: SA-GC's channel mixing inside its attention kernels, forward and backward "
     "(InfoGCN fused_mixing_train, trainer/models/sagc_mixed_training.py)",
 }

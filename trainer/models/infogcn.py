@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer.models import temporal_conv
 from trainer.models.base import BN_STATE_KEYS, SkeletonEncoder, TemporalConvBN, bn_init, conv_init
 from trainer.models.batchnorm_kernels import bn_act
 from trainer.models.frame_matmul import frame_matmul
@@ -43,6 +44,7 @@ from trainer.models.sagc_attention import sagc_attention
 from trainer.models.sagc_epilogue import Epilogue, batchnorm_affine, uses_running_statistics
 from trainer.models.sagc_inference import sagc_mixed_attention
 from trainer.models.sagc_mixed_training import sagc_mixed_attention_training
+from trainer.models.temporal_conv import dilated_branches
 
 
 def pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
@@ -335,8 +337,12 @@ class MultiScaleTemporalConv(nn.Module):
         index_free_pool: bool = True,
         merged_dilations: bool = True,
         dense_conv_gradients: bool = False,
+        triton_dilations: bool = False,
     ):
         super().__init__()
+        # triton_dilations: the dilated branches as one Triton op (trainer/models/temporal_conv.py)
+        # where its kernels apply, training and eval
+        self.triton_dilations = triton_dilations
         # merged_dilations: the dilated branches as one convolution where it pays (merge_dilations_here)
         self.merged_dilations = merged_dilations
         # dense_conv_gradients: the dilated convolutions' output gradients made dense in the graph
@@ -401,8 +407,13 @@ class MultiScaleTemporalConv(nn.Module):
         y = pointwise(self.expand, x)
         active = bn_act(self.expand_bn, y[:, : self.n_activated], inner_relu=True)
         parts = active.split(self.branch_channels, dim=1)
-        if self.merged_dilations and merge_dilations_here(active):
-            dilated_in = active[:, : len(self.dilated) * self.branch_channels]
+        n_dilated = len(self.dilated) * self.branch_channels
+        if self.triton_dilations and temporal_conv.kernels_apply(active, self.branch_channels):
+            # both branches in one op reading the channel slice in place (no dense copy, no zero taps)
+            weights, biases = [c.weight for c in self.dilated], [c.bias for c in self.dilated]
+            outs = [dilated_branches(active[:, :n_dilated], weights, biases, self.dilations, self.stride)]
+        elif self.merged_dilations and merge_dilations_here(active):
+            dilated_in = active[:, :n_dilated]
             if self.dense_branches:
                 dilated_in = dilated_in.contiguous(memory_format=torch.channels_last)
             weight, bias = merged_dilated_weight(self.dilated, self.dilations)
@@ -439,6 +450,7 @@ class InfoGCNBlock(nn.Module):
         index_free_pool: bool = True,
         merged_dilations: bool = True,
         dense_conv_gradients: bool = False,
+        triton_dilations: bool = False,
         **gc_options: bool,
     ):
         """``gc_options``: :class:`SelfAttentionGraphConv`'s switches (``fused``, ``fused_mixing``,
@@ -453,6 +465,7 @@ class InfoGCNBlock(nn.Module):
             index_free_pool=index_free_pool,
             merged_dilations=merged_dilations,
             dense_conv_gradients=dense_conv_gradients,
+            triton_dilations=triton_dilations,
         )
         if in_channels == out_channels and stride == 1:
             self.residual: nn.Module = nn.Identity()
@@ -544,6 +557,10 @@ class InfoGCN(SkeletonEncoder):
             gradient as a dense channels-last tensor made in the graph (:func:`dense_gradient`), not a
             strided channel slice of the concatenation's gradient that cuDNN copies (same function).
             Untimed on a GPU, off.
+        triton_dilations: the multi-scale TCN's dilated branches as one Triton implicit-GEMM op per
+            direction (:mod:`trainer.models.temporal_conv`: real taps only, the channel slice and the
+            incoming gradient read through their row strides), in training and eval, where its
+            kernels apply (bf16/fp16 CUDA); same function. Untimed on a GPU, off.
         Both dtype switches (2026-12-06) remove fp32 traffic: on the CPU under bf16 autocast, with
         layer_norm in fp32 as CUDA's autocast runs it, the fp32 activations kept for the backward
         of a CrossGLG training step fell from 27.1 to 0.7 activation-sized units (bf16 139.8 → 141.0;
@@ -575,6 +592,7 @@ class InfoGCN(SkeletonEncoder):
         index_free_pool: bool = True,
         merged_dilations: bool = True,
         dense_conv_gradients: bool = False,
+        triton_dilations: bool = False,
     ):
         super().__init__()
         v = graph.num_joints
@@ -609,6 +627,7 @@ class InfoGCN(SkeletonEncoder):
                 index_free_pool,
                 merged_dilations,
                 dense_conv_gradients,
+                triton_dilations,
                 **gc_options,
             )
             blocks.append(block)
