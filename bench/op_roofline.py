@@ -77,7 +77,14 @@ def linear_op(name: str, rows: int, k: int, n: int, device: torch.device) -> Op:
 
 
 def conv_op(
-    name: str, batch: int, c: int, frames: int, stride: int, dilation: int, device: torch.device
+    name: str,
+    batch: int,
+    c: int,
+    frames: int,
+    stride: int,
+    dilation: int,
+    device: torch.device,
+    candidate: bool = False,
 ) -> Op:
     """A multi-scale TCN branch: ``c → c`` temporal convolution, kernel 5, channels-last (cuDNN)."""
     x = torch.randn(batch, c, frames, NUM_JOINTS, device=device).to(torch.bfloat16)
@@ -98,7 +105,47 @@ def conv_op(
     n_in, n_out = x.numel(), grad.numel()
     io = (n_in + n_out) * BYTES
     flop = 2.0 * n_out * c * 5
-    return Op(name, run, train, io, io + (2 * n_out + 2 * n_in) * BYTES, 3 * flop)
+    return Op(name, run, train, io, io + (2 * n_out + 2 * n_in) * BYTES, 3 * flop, candidate)
+
+
+def dilated_pair_op(
+    name: str, batch: int, bc: int, frames: int, stride: int, device: torch.device, triton_op: bool
+) -> Op:
+    """The TCN's two dilated branches (d = 1, 2, ``bc → bc`` each) together: the merged kernel-9 cuDNN
+    convolution of the training default (``triton_op`` False), or the Triton implicit-GEMM op
+    (:mod:`trainer.models.temporal_conv`), which reads its input as a channel slice of the
+    ``3·bc``-channel activation, as in the TCN."""
+    from trainer.models.infogcn import merged_dilated_weight
+    from trainer.models.temporal_conv import dilated_branches
+
+    wide = torch.randn(batch, 3 * bc, frames, NUM_JOINTS, device=device).to(torch.bfloat16)
+    wide = wide.contiguous(memory_format=torch.channels_last)
+    x = (
+        wide[:, : 2 * bc].detach().requires_grad_()
+        if triton_op
+        else wide[:, : 2 * bc].contiguous(memory_format=torch.channels_last).requires_grad_()
+    )
+    convs = [torch.nn.Conv2d(bc, bc, (5, 1)).to(device, torch.bfloat16) for _ in range(2)]
+    for conv in convs:
+        conv.weight.requires_grad_()
+
+    def run() -> Tensor:
+        if triton_op:
+            return dilated_branches(x, [c.weight for c in convs], [c.bias for c in convs], [1, 2], stride)
+        weight, bias = merged_dilated_weight(convs, (1, 2))
+        return F.conv2d(x, weight, bias, (stride, 1), (4, 0))
+
+    out_frames = (frames + stride - 1) // stride
+    grad = torch.randn(batch, 2 * bc, out_frames, NUM_JOINTS, device=device).to(torch.bfloat16)
+    grad = grad.contiguous(memory_format=torch.channels_last)
+
+    def train() -> None:
+        run().backward(grad)
+
+    n_in, n_out = batch * 2 * bc * frames * NUM_JOINTS, grad.numel()
+    io = (n_in + n_out) * BYTES
+    flop = 2.0 * n_out * bc * 5  # the real taps
+    return Op(name, run, train, io, io + (2 * n_out + 2 * n_in) * BYTES, 3 * flop, candidate=triton_op)
 
 
 def attention_op(frames_total: int, cin: int, cout: int, device: torch.device) -> Op:
@@ -169,7 +216,17 @@ def block_ops(shape: BlockShape, batch: int, device: torch.device) -> list[Op]:
         fused_mixing_op(seqs * shape.frames, cin, cout, device),
         linear_op("TCN entry GEMM", rows_in, cout, cout, device),
     ]
-    ops += [conv_op(f"dilated conv d={d}", seqs, bc, shape.frames, shape.stride, d, device) for d in (1, 2)]
+    ops += [
+        conv_op(f"dilated conv d={d} (separate)", seqs, bc, shape.frames, shape.stride, d, device, True)
+        for d in (1, 2)
+    ]
+    ops.append(
+        dilated_pair_op("dilated convs merged (cuDNN)", seqs, bc, shape.frames, shape.stride, device, False)
+    )
+    if device.type == "cuda":  # on the CPU the op is the cuDNN-free fallback: nothing to time
+        ops.append(
+            dilated_pair_op("dilated branches (Triton)", seqs, bc, shape.frames, shape.stride, device, True)
+        )
     if cin != cout:
         ops.append(linear_op("SA-GC shortcut GEMM", rows_in, cin, cout, device))
     if cin != cout or shape.stride != 1:
@@ -224,6 +281,51 @@ def plot_op_floors(result: dict, path: Path) -> Path | None:
     return save_figure(fig, plt, path)
 
 
+def sweep_temporal_conv(batch: int, device: torch.device, iters: int) -> list[dict]:
+    """Training time (fwd + bwd) of the Triton dilated-branches op per TCN shape and launch: first the
+    forward / input-gradient kernel's rows and warps, then, at the best of those, the weight-gradient
+    kernel's rows per step and program count (``temporal_conv.LAUNCH``)."""
+    from trainer.models import temporal_conv
+
+    default = dict(temporal_conv.LAUNCH)
+    shapes = [(s, batch * PERSONS, s.out_channels // 4) for s in block_shapes(WINDOW)]
+
+    def total_ms(launch: dict) -> tuple[float, list[float]]:
+        temporal_conv.LAUNCH.update(launch)
+        per_shape = []
+        for shape, seqs, bc in shapes:
+            op = dilated_pair_op("t", seqs, bc, shape.frames, shape.stride, device, True)
+            per_shape.append(1e3 * time_call(op.train, device, iters))
+        return sum(ms * shape.count for ms, (shape, _, _) in zip(per_shape, shapes, strict=True)), per_shape
+
+    rows = []
+    try:
+        best, best_ms = dict(default), float("inf")
+        stages = [
+            [{"rows": r, "warps": w} for r in (32, 64, 128) for w in (4, 8)],
+            [{"wgrad_rows": r, "wgrad_programs": p} for r in (32, 64, 128) for p in (256, 512, 1024)],
+        ]
+        for stage in stages:
+            base = dict(best)
+            for change in stage:
+                launch = {**base, **change}
+                try:
+                    ms, per_shape = total_ms(launch)
+                except Exception as err:  # a launch that does not fit (shared memory, registers)
+                    rows.append({"launch": launch, "failed": f"{type(err).__name__}: {str(err)[:120]}"})
+                    print(json.dumps(rows[-1]), flush=True)
+                    continue
+                rows.append({"launch": launch, "ms_per_step": round(ms, 4), "per_shape_ms": per_shape})
+                print(json.dumps(rows[-1]), flush=True)
+                if ms < best_ms:
+                    best, best_ms = launch, ms
+        rows.append({"best": best, "ms_per_step": round(best_ms, 4)})
+        print(json.dumps(rows[-1]), flush=True)
+    finally:
+        temporal_conv.LAUNCH.update(default)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -234,6 +336,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 1, 16 frames, CPU: checks the script")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "op_roofline.json")
     parser.add_argument("--replot", action="store_true", help="only draw --out's saved result as its .png")
+    parser.add_argument(
+        "--sweep-tconv",
+        action="store_true",
+        help="only sweep the Triton dilated-branches op's launches (CUDA), written beside --out",
+    )
     args = parser.parse_args()
     if args.replot:
         replot_saved(args.out, plot_op_floors)
@@ -241,6 +348,12 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the trainer runs (trainer/engine/loop.py)
+    if args.sweep_tconv:
+        sweep = sweep_temporal_conv(args.batch, device, args.iters)
+        path = args.out.with_name("temporal_conv_launches.json")
+        path.write_text(json.dumps({"gpu": torch.cuda.get_device_name(), "rows": sweep}, indent=1) + "\n")
+        print(f"wrote {path}")
+        return
     if args.quick:
         args.batch, args.iters = 1, 1
     shapes = block_shapes(16 if args.quick else WINDOW)

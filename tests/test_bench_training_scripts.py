@@ -470,7 +470,8 @@ def test_op_roofline_quick_times_every_non_inductor_op_against_its_floor(tmp_pat
     printed = _run(["bench/op_roofline.py", "--device", "cpu", "--quick", "--out", str(out_file)])
     result = json.loads(out_file.read_text())
     names = {row["op"] for row in result["ops"]}
-    assert {"mixing GEMM (3 heads)", "attention (ours)", "dilated conv d=1", "dilated conv d=2"} <= names
+    assert {"mixing GEMM (3 heads)", "attention (ours)", "dilated convs merged (cuDNN)"} <= names
+    assert {"dilated conv d=1 (separate)", "dilated conv d=2 (separate)"} <= names  # candidates since merged
     # the two channel-doubling blocks carry both shortcut GEMMs, the others none
     shortcuts = [row["block"] for row in result["ops"] if "shortcut" in row["op"]]
     assert sorted(set(shortcuts)) == ["128->256/s2 T=8", "64->128/s2 T=16"] and len(shortcuts) == 4
@@ -479,6 +480,8 @@ def test_op_roofline_quick_times_every_non_inductor_op_against_its_floor(tmp_pat
         assert row["of_floor"] == pytest.approx(row["floor_ms"] / row["train_ms"], rel=0.02)
     # the step's total is the default path's ops; the fused candidate is timed beside them
     assert result["per_op"]["mixing + attention fused (candidate)"]["candidate"] is True
+    assert result["per_op"]["dilated conv d=1 (separate)"]["candidate"] is True
+    assert result["per_op"]["dilated convs merged (cuDNN)"]["candidate"] is False
     total = sum(v["train_ms_per_step"] for v in result["per_op"].values() if not v["candidate"])
     assert result["train_ms_per_step"] == pytest.approx(total, rel=1e-3)
     assert "| all (default path) |" in printed

@@ -38,9 +38,10 @@ from torch import Tensor
 from trainer.models.batchnorm_kernels import rows_view
 from trainer.models.triton_support import relative_error, tl, triton, triton_applies
 
-BLOCK_ROWS = 64  # output rows per program of the forward / input-gradient kernel
-WGRAD_ROWS = 64  # rows per inner step of the weight-gradient kernel
-WGRAD_PROGRAMS = 512  # about how many weight-gradient programs to launch (chunks × branches × taps)
+# The kernels' launches (untuned first guesses; bench/op_roofline.py --sweep-tconv times others):
+# output rows per program and warps of the forward / input-gradient kernel; rows per inner step,
+# about how many programs (chunks × branches × taps) and warps of the weight-gradient kernel.
+LAUNCH = {"rows": 64, "warps": 4, "wgrad_rows": 64, "wgrad_programs": 512, "wgrad_warps": 4}
 
 
 def kernels_apply(x: Tensor, branch_channels: int) -> bool:
@@ -210,10 +211,10 @@ def _shifted_gemm(
     out = _empty_rows(n, nb * bc, t_out, v, a)
     rows = n * t_out * v
     if rows:
-        grid = (triton.cdiv(rows, BLOCK_ROWS), nb)
+        grid = (triton.cdiv(rows, LAUNCH["rows"]), nb)
         _shifted_gemm_kernel[grid](
             a, w, bias if bias is not None else w, dil, out, rows, t_a, t_out, v, rows_view(a), nb * bc,
-            stride, bc, k, grad, bias is not None, BLOCK_ROWS,
+            stride, bc, k, grad, bias is not None, LAUNCH["rows"], num_warps=LAUNCH["warps"],
         )  # fmt: skip
     return out
 
@@ -253,14 +254,15 @@ def _dilated_branches_backward(
     dx = _shifted_gemm(dy, w, None, dil, t, stride, grad=True)
     t_out = dy.shape[2]
     rows = n * t_out * v
-    chunks = max(1, min(triton.cdiv(rows, WGRAD_ROWS), WGRAD_PROGRAMS // (nb * k)))
-    chunk_rows = triton.cdiv(triton.cdiv(rows, chunks), WGRAD_ROWS) * WGRAD_ROWS
+    step_rows = LAUNCH["wgrad_rows"]
+    chunks = max(1, min(triton.cdiv(rows, step_rows), LAUNCH["wgrad_programs"] // (nb * k)))
+    chunk_rows = triton.cdiv(triton.cdiv(rows, chunks), step_rows) * step_rows
     chunks = triton.cdiv(rows, chunk_rows)
     part_w = torch.empty(chunks, nb, k, bc, bc, device=x.device, dtype=torch.float32)
     part_b = torch.empty(chunks, nb, bc, device=x.device, dtype=torch.float32)
     _weight_grad_kernel[(chunks, nb, k)](
         x, dy, dil, part_w, part_b, rows, t, t_out, v, rows_view(x), rows_view(dy), stride,
-        bc, k, WGRAD_ROWS, chunk_rows // WGRAD_ROWS,
+        bc, k, step_rows, chunk_rows // step_rows, num_warps=LAUNCH["wgrad_warps"],
     )  # fmt: skip
     dw = part_w.sum(0).permute(0, 3, 2, 1).to(weight.dtype)  # [branch, tap, in, out] → [branch, out, in, tap]
     return dx, dw.contiguous(), part_b.sum(0).flatten().to(weight.dtype)
