@@ -59,10 +59,10 @@ if triton is not None:
 
     @triton.jit
     def _shifted_gemm_kernel(
-        a_ptr, w_ptr, bias_ptr, dil_ptr, out_ptr,
+        a_ptr, w_ptr, bias_ptr, out_ptr,
         rows_out, T_a, T_o, V, sa, so, S,
         BC: tl.constexpr, K: tl.constexpr, GRAD: tl.constexpr, HAS_BIAS: tl.constexpr,
-        BM: tl.constexpr,
+        BM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, D3: tl.constexpr,
     ):  # fmt: skip
         """``out[r, b·BC:(b+1)·BC] = Σ_k a[src(r, k), b·BC:(b+1)·BC] @ w[b, k]`` (+ bias).
 
@@ -73,7 +73,7 @@ if triton is not None:
         """
         pid = tl.program_id(0)
         b = tl.program_id(1)
-        d = tl.load(dil_ptr + b)
+        d = tl.where(b == 0, D0, tl.where(b == 1, D1, tl.where(b == 2, D2, D3)))  # this branch's dilation
         rows = pid * BM + tl.arange(0, BM)
         live = rows < rows_out
         per_n = T_o * V
@@ -103,16 +103,17 @@ if triton is not None:
 
     @triton.jit
     def _weight_grad_kernel(
-        x_ptr, dy_ptr, dil_ptr, part_w_ptr, part_b_ptr,
+        x_ptr, dy_ptr, part_w_ptr, part_b_ptr,
         rows_out, T_x, T_o, V, sx, sdy, S,
         BC: tl.constexpr, K: tl.constexpr, BM: tl.constexpr, STEPS: tl.constexpr,
+        D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, D3: tl.constexpr,
     ):  # fmt: skip
         """Partial ``Σ_r x[src(r, k)]ᵀ dy[r]`` over one chunk of output rows, for one branch and tap;
         the tap-0 programs also sum ``dy`` (the bias gradient)."""
         chunk = tl.program_id(0)
         b = tl.program_id(1)
         k = tl.program_id(2)
-        d = tl.load(dil_ptr + b)
+        d = tl.where(b == 0, D0, tl.where(b == 1, D1, tl.where(b == 2, D2, D3)))
         shift = (k - K // 2) * d
         ci = tl.arange(0, BC)
         acc = tl.zeros((BC, BC), dtype=tl.float32)
@@ -138,6 +139,15 @@ if triton is not None:
         tl.store(part_w_ptr + slot * BC * BC + ci[:, None] * BC + ci[None, :], acc)
         if k == 0:
             tl.store(part_b_ptr + (chunk * tl.num_programs(1) + b) * BC + ci, bias_acc)
+
+
+MAX_BRANCHES = 4  # the kernels take the dilations as up to four compile-time constants
+
+
+def _four(dilations: Sequence[int]) -> list[int]:
+    """The dilations padded to :data:`MAX_BRANCHES` constants (no device tensor: nothing is copied to
+    the GPU per call, which a CUDA graph capture would not allow)."""
+    return [*dilations, *[1] * (MAX_BRANCHES - len(dilations))]
 
 
 def _geometry(x: Tensor, weight: Tensor) -> tuple[int, int, int, int, int]:
@@ -204,7 +214,7 @@ def _empty_rows(n: int, c: int, t: int, v: int, like: Tensor) -> Tensor:
 
 
 def _shifted_gemm(
-    a: Tensor, w: Tensor, bias: Tensor | None, dil: Tensor, t_out: int, stride: int, grad: bool
+    a: Tensor, w: Tensor, bias: Tensor | None, dilations: Sequence[int], t_out: int, stride: int, grad: bool
 ) -> Tensor:
     n, _, t_a, v = a.shape
     nb, k, bc, _ = w.shape
@@ -213,8 +223,9 @@ def _shifted_gemm(
     if rows:
         grid = (triton.cdiv(rows, LAUNCH["rows"]), nb)
         _shifted_gemm_kernel[grid](
-            a, w, bias if bias is not None else w, dil, out, rows, t_a, t_out, v, rows_view(a), nb * bc,
-            stride, bc, k, grad, bias is not None, LAUNCH["rows"], num_warps=LAUNCH["warps"],
+            a, w, bias if bias is not None else w, out, rows, t_a, t_out, v, rows_view(a), nb * bc,
+            stride, bc, k, grad, bias is not None, LAUNCH["rows"], *_four(dilations),
+            num_warps=LAUNCH["warps"],
         )  # fmt: skip
     return out
 
@@ -224,11 +235,10 @@ def _dilated_branches_op(
     x: Tensor, weight: Tensor, bias: Tensor, dilations: list[int], stride: int
 ) -> Tensor:
     n, t, v, nb, bc = _geometry(x, weight)
-    if not kernels_apply(x, bc):
+    if nb > MAX_BRANCHES or not kernels_apply(x, bc):
         return _reference(x, weight, bias, dilations, stride)
     w = weight.to(x.dtype).permute(0, 3, 2, 1).contiguous()  # [branch, tap, in, out]
-    dil = torch.tensor(dilations, dtype=torch.int32, device=x.device)
-    return _shifted_gemm(x, w, bias, dil, _frames_out(t, stride), stride, grad=False)
+    return _shifted_gemm(x, w, bias, dilations, _frames_out(t, stride), stride, grad=False)
 
 
 @_dilated_branches_op.register_fake
@@ -247,11 +257,10 @@ def _dilated_branches_backward(
     n, t, v, nb, bc = _geometry(x, weight)
     k = weight.shape[3]
     dy = dy.to(x.dtype)
-    if not (kernels_apply(x, bc) and rows_view(dy) is not None):
+    if nb > MAX_BRANCHES or not (kernels_apply(x, bc) and rows_view(dy) is not None):
         return _reference_backward(dy, x, weight, dilations, stride)
-    dil = torch.tensor(dilations, dtype=torch.int32, device=x.device)
     w = weight.to(x.dtype).permute(0, 3, 1, 2).contiguous()  # [branch, tap, out, in]: the mirrored GEMM
-    dx = _shifted_gemm(dy, w, None, dil, t, stride, grad=True)
+    dx = _shifted_gemm(dy, w, None, dilations, t, stride, grad=True)
     t_out = dy.shape[2]
     rows = n * t_out * v
     step_rows = LAUNCH["wgrad_rows"]
@@ -261,8 +270,8 @@ def _dilated_branches_backward(
     part_w = torch.empty(chunks, nb, k, bc, bc, device=x.device, dtype=torch.float32)
     part_b = torch.empty(chunks, nb, bc, device=x.device, dtype=torch.float32)
     _weight_grad_kernel[(chunks, nb, k)](
-        x, dy, dil, part_w, part_b, rows, t, t_out, v, rows_view(x), rows_view(dy), stride,
-        bc, k, step_rows, chunk_rows // step_rows, num_warps=LAUNCH["wgrad_warps"],
+        x, dy, part_w, part_b, rows, t, t_out, v, rows_view(x), rows_view(dy), stride,
+        bc, k, step_rows, chunk_rows // step_rows, *_four(dilations), num_warps=LAUNCH["wgrad_warps"],
     )  # fmt: skip
     dw = part_w.sum(0).permute(0, 3, 2, 1).to(weight.dtype)  # [branch, tap, in, out] → [branch, out, in, tap]
     return dx, dw.contiguous(), part_b.sum(0).flatten().to(weight.dtype)
@@ -303,7 +312,7 @@ def dilated_branches(
     """
     weight = torch.stack([w.squeeze(-1) for w in weights])  # [branches, out, in, K]
     bias = torch.cat(list(biases))
-    if not kernels_apply(x, weight.shape[1]):
+    if len(dilations) > MAX_BRANCHES or not kernels_apply(x, weight.shape[1]):
         return _reference(x, weight, bias, dilations, stride)
     return _dilated_branches_op(x, weight, bias, list(dilations), stride)
 
