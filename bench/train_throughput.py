@@ -140,8 +140,10 @@ def build(
         options["merged_dilations"] = False
     if "densegrad" in CANDIDATES["on"]:
         options["dense_conv_gradients"] = True
-    if "tritonconv" in CANDIDATES["on"]:
+    if {"tritonconv", "tritonconvtrain"} & CANDIDATES["on"]:
         options["triton_dilations"] = True
+    if {"tritonconv", "tritonconveval"} & CANDIDATES["on"]:
+        options["triton_dilations_eval"] = True
     if "dense" in CANDIDATES["on"] or "strided" in CANDIDATES["on"]:
         options["dense_branches"] = "strided" not in CANDIDATES["on"]
     model = CrossGLG("infogcn", num_classes, spec, g2l=g2l, l2g=l2g, **options).to(device)
@@ -856,8 +858,10 @@ MODEL_CANDIDATES = {
     "(InfoGCN merged_dilations off)",
     "densegrad": "training: the TCN's dilated convolutions get dense output gradients made in the graph "
     "(InfoGCN dense_conv_gradients), not strided slices cuDNN copies",
-    "tritonconv": "the TCN's dilated branches as one Triton implicit-GEMM op per direction "
-    "(InfoGCN triton_dilations, trainer/models/temporal_conv.py)",
+    "tritonconv": "the TCN's dilated branches as one Triton implicit-GEMM op per direction, training "
+    "and eval (InfoGCN triton_dilations + triton_dilations_eval, trainer/models/temporal_conv.py)",
+    "tritonconvtrain": "tritonconv in training only (InfoGCN triton_dilations)",
+    "tritonconveval": "tritonconv in eval only (InfoGCN triton_dilations_eval)",
     "mixtrain": "training: SA-GC's channel mixing inside its attention kernels, forward and backward "
     "(InfoGCN fused_mixing_train, trainer/models/sagc_mixed_training.py)",
 }

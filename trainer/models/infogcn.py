@@ -338,11 +338,13 @@ class MultiScaleTemporalConv(nn.Module):
         merged_dilations: bool = True,
         dense_conv_gradients: bool = False,
         triton_dilations: bool = False,
+        triton_dilations_eval: bool = False,
     ):
         super().__init__()
-        # triton_dilations: the dilated branches as one Triton op (trainer/models/temporal_conv.py)
-        # where its kernels apply, training and eval
+        # triton_dilations(_eval): the dilated branches as one Triton op (trainer/models/temporal_conv.py)
+        # where its kernels apply, with autograd on (training) / off (eval, feature extraction)
         self.triton_dilations = triton_dilations
+        self.triton_dilations_eval = triton_dilations_eval
         # merged_dilations: the dilated branches as one convolution where it pays (merge_dilations_here)
         self.merged_dilations = merged_dilations
         # dense_conv_gradients: the dilated convolutions' output gradients made dense in the graph
@@ -408,7 +410,8 @@ class MultiScaleTemporalConv(nn.Module):
         active = bn_act(self.expand_bn, y[:, : self.n_activated], inner_relu=True)
         parts = active.split(self.branch_channels, dim=1)
         n_dilated = len(self.dilated) * self.branch_channels
-        if self.triton_dilations and temporal_conv.kernels_apply(active, self.branch_channels):
+        use_op = self.triton_dilations if torch.is_grad_enabled() else self.triton_dilations_eval
+        if use_op and temporal_conv.kernels_apply(active, self.branch_channels):
             # both branches in one op reading the channel slice in place (no dense copy, no zero taps)
             weights, biases = [c.weight for c in self.dilated], [c.bias for c in self.dilated]
             outs = [dilated_branches(active[:, :n_dilated], weights, biases, self.dilations, self.stride)]
@@ -451,6 +454,7 @@ class InfoGCNBlock(nn.Module):
         merged_dilations: bool = True,
         dense_conv_gradients: bool = False,
         triton_dilations: bool = False,
+        triton_dilations_eval: bool = False,
         **gc_options: bool,
     ):
         """``gc_options``: :class:`SelfAttentionGraphConv`'s switches (``fused``, ``fused_mixing``,
@@ -466,6 +470,7 @@ class InfoGCNBlock(nn.Module):
             merged_dilations=merged_dilations,
             dense_conv_gradients=dense_conv_gradients,
             triton_dilations=triton_dilations,
+            triton_dilations_eval=triton_dilations_eval,
         )
         if in_channels == out_channels and stride == 1:
             self.residual: nn.Module = nn.Identity()
@@ -559,8 +564,9 @@ class InfoGCN(SkeletonEncoder):
             Untimed on a GPU, off.
         triton_dilations: the multi-scale TCN's dilated branches as one Triton implicit-GEMM op per
             direction (:mod:`trainer.models.temporal_conv`: real taps only, the channel slice and the
-            incoming gradient read through their row strides), in training and eval, where its
-            kernels apply (bf16/fp16 CUDA); same function. Untimed on a GPU, off.
+            incoming gradient read through their row strides) with autograd on, where its kernels
+            apply (bf16/fp16 CUDA); same function. ``triton_dilations_eval``: the same without
+            autograd (eval, feature extraction).
         Both dtype switches (2026-12-06) remove fp32 traffic: on the CPU under bf16 autocast, with
         layer_norm in fp32 as CUDA's autocast runs it, the fp32 activations kept for the backward
         of a CrossGLG training step fell from 27.1 to 0.7 activation-sized units (bf16 139.8 → 141.0;
@@ -593,6 +599,7 @@ class InfoGCN(SkeletonEncoder):
         merged_dilations: bool = True,
         dense_conv_gradients: bool = False,
         triton_dilations: bool = False,
+        triton_dilations_eval: bool = False,
     ):
         super().__init__()
         v = graph.num_joints
@@ -628,6 +635,7 @@ class InfoGCN(SkeletonEncoder):
                 merged_dilations,
                 dense_conv_gradients,
                 triton_dilations,
+                triton_dilations_eval,
                 **gc_options,
             )
             blocks.append(block)

@@ -11,9 +11,9 @@ tap ``k`` of a temporal convolution reads, for output row ``(n, t, v)``, input r
   per branch, ``K`` products ``[rows, C_b] @ [C_b, C_b]`` accumulated in fp32, rows outside the
   sequence masked (the zero padding); the input gradient is the same loop with the taps mirrored
   (and, for stride 2, the rows whose source falls between two outputs masked);
-- weight and bias gradients (:func:`_weight_grad_kernel`): per chunk of output rows, branch and tap,
-  ``xᵀ @ dy`` over the chunk into an fp32 partial; the partials are summed afterwards (deterministic,
-  no atomics).
+- weight and bias gradients (:func:`_weight_grad_kernel`): per chunk of output rows and branch,
+  ``xᵀ @ dy`` of the five taps over the chunk into fp32 partials (each ``dy`` block read once); the
+  partials are summed afterwards (deterministic, no atomics).
 
 Why: cuDNN ran these convolutions at 22–23% of their byte floor (H100, 2026-12-07,
 ``bench/op_roofline.py``): 16–64 output channels per call leave its tiles half empty, and it copies
@@ -40,13 +40,19 @@ from trainer.models.triton_support import relative_error, tl, triton, triton_app
 
 # The kernels' launches (untuned first guesses; bench/op_roofline.py --sweep-tconv times others):
 # output rows per program and warps of the forward / input-gradient kernel; rows per inner step,
-# about how many programs (chunks × branches × taps) and warps of the weight-gradient kernel.
-LAUNCH = {"rows": 64, "warps": 4, "wgrad_rows": 64, "wgrad_programs": 512, "wgrad_warps": 4}
+# about how many programs (chunks × branches) and warps (twice as many at C_b = 64: its five
+# accumulators) of the weight-gradient kernel. H100, 2026-12-07: rows 64, warps 4 timed best of
+# 32/64/128 rows × 4/8 warps, with the first weight-gradient kernel (one program per tap).
+LAUNCH = {"rows": 64, "warps": 4, "wgrad_rows": 64, "wgrad_programs": 256, "wgrad_warps": 4}
+
+
+TAPS = 5  # the kernels' temporal kernel size (the TCN's)
 
 
 def kernels_apply(x: Tensor, branch_channels: int) -> bool:
     """The Triton path: half-precision tensors on CUDA (any device when interpreting) whose rows are
-    uniformly strided, and a branch width ``tl.dot`` takes whole (a power of two, 16–128)."""
+    uniformly strided, and a branch width ``tl.dot`` takes whole (a power of two, 16–128); the
+    kernel size must be :data:`TAPS` (checked by the op)."""
     return (
         triton_applies(x)
         and rows_view(x) is not None
@@ -102,21 +108,33 @@ if triton is not None:
         tl.store(out_ptr + dst, acc.to(out_ptr.dtype.element_ty), mask=live[:, None])
 
     @triton.jit
+    def _tap_grad(x_ptr, sx, n, t, v, live, b, T_x, V, S, shift, ci, dy, BC: tl.constexpr):
+        """One tap's ``x[src]ᵀ @ dy`` over a block of output rows (``src`` shifted by ``shift`` frames)."""
+        src_t = t * S + shift
+        ok = live & (src_t >= 0) & (src_t < T_x)
+        src = ((n * T_x + src_t) * V + v).to(tl.int64)
+        x = tl.load(x_ptr + src[:, None] * sx + (b * BC + ci)[None, :], mask=ok[:, None], other=0.0)
+        return tl.dot(tl.trans(x), dy)
+
+    @triton.jit
     def _weight_grad_kernel(
         x_ptr, dy_ptr, part_w_ptr, part_b_ptr,
         rows_out, T_x, T_o, V, sx, sdy, S,
-        BC: tl.constexpr, K: tl.constexpr, BM: tl.constexpr, STEPS: tl.constexpr,
+        BC: tl.constexpr, BM: tl.constexpr, STEPS: tl.constexpr,
         D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, D3: tl.constexpr,
     ):  # fmt: skip
-        """Partial ``Σ_r x[src(r, k)]ᵀ dy[r]`` over one chunk of output rows, for one branch and tap;
-        the tap-0 programs also sum ``dy`` (the bias gradient)."""
+        """Partial ``Σ_r x[src(r, k)]ᵀ dy[r]`` for the five taps of one branch over one chunk of output
+        rows, and ``Σ_r dy[r]`` (the bias gradient): each block of ``dy`` is read once for all taps,
+        the five shifted blocks of ``x`` overlap (cache hits)."""
         chunk = tl.program_id(0)
         b = tl.program_id(1)
-        k = tl.program_id(2)
         d = tl.where(b == 0, D0, tl.where(b == 1, D1, tl.where(b == 2, D2, D3)))
-        shift = (k - K // 2) * d
         ci = tl.arange(0, BC)
-        acc = tl.zeros((BC, BC), dtype=tl.float32)
+        acc0 = tl.zeros((BC, BC), dtype=tl.float32)
+        acc1 = tl.zeros((BC, BC), dtype=tl.float32)
+        acc2 = tl.zeros((BC, BC), dtype=tl.float32)
+        acc3 = tl.zeros((BC, BC), dtype=tl.float32)
+        acc4 = tl.zeros((BC, BC), dtype=tl.float32)
         bias_acc = tl.zeros((BC,), dtype=tl.float32)
         per_n = T_o * V
         first = chunk * (STEPS * BM)
@@ -127,18 +145,23 @@ if triton is not None:
             rem = rows - n * per_n
             t = rem // V
             v = rem - t * V
-            src_t = t * S + shift
-            ok = live & (src_t >= 0) & (src_t < T_x)
-            src = ((n * T_x + src_t) * V + v).to(tl.int64)
-            x = tl.load(x_ptr + src[:, None] * sx + (b * BC + ci)[None, :], mask=ok[:, None], other=0.0)
             dst = rows.to(tl.int64)[:, None] * sdy + (b * BC + ci)[None, :]
             dy = tl.load(dy_ptr + dst, mask=live[:, None], other=0.0)
-            acc += tl.dot(tl.trans(x), dy)
+            acc0 += _tap_grad(x_ptr, sx, n, t, v, live, b, T_x, V, S, -2 * d, ci, dy, BC)
+            acc1 += _tap_grad(x_ptr, sx, n, t, v, live, b, T_x, V, S, -d, ci, dy, BC)
+            acc2 += _tap_grad(x_ptr, sx, n, t, v, live, b, T_x, V, S, 0, ci, dy, BC)
+            acc3 += _tap_grad(x_ptr, sx, n, t, v, live, b, T_x, V, S, d, ci, dy, BC)
+            acc4 += _tap_grad(x_ptr, sx, n, t, v, live, b, T_x, V, S, 2 * d, ci, dy, BC)
             bias_acc += tl.sum(dy.to(tl.float32), axis=0)
-        slot = (chunk * tl.num_programs(1) + b) * K + k
-        tl.store(part_w_ptr + slot * BC * BC + ci[:, None] * BC + ci[None, :], acc)
-        if k == 0:
-            tl.store(part_b_ptr + (chunk * tl.num_programs(1) + b) * BC + ci, bias_acc)
+        slot = chunk * tl.num_programs(1) + b
+        tile = ci[:, None] * BC + ci[None, :]
+        base = part_w_ptr + slot * 5 * BC * BC
+        tl.store(base + tile, acc0)
+        tl.store(base + BC * BC + tile, acc1)
+        tl.store(base + 2 * BC * BC + tile, acc2)
+        tl.store(base + 3 * BC * BC + tile, acc3)
+        tl.store(base + 4 * BC * BC + tile, acc4)
+        tl.store(part_b_ptr + slot * BC + ci, bias_acc)
 
 
 MAX_BRANCHES = 4  # the kernels take the dilations as up to four compile-time constants
@@ -235,7 +258,7 @@ def _dilated_branches_op(
     x: Tensor, weight: Tensor, bias: Tensor, dilations: list[int], stride: int
 ) -> Tensor:
     n, t, v, nb, bc = _geometry(x, weight)
-    if nb > MAX_BRANCHES or not kernels_apply(x, bc):
+    if nb > MAX_BRANCHES or weight.shape[3] != TAPS or not kernels_apply(x, bc):
         return _reference(x, weight, bias, dilations, stride)
     w = weight.to(x.dtype).permute(0, 3, 2, 1).contiguous()  # [branch, tap, in, out]
     return _shifted_gemm(x, w, bias, dilations, _frames_out(t, stride), stride, grad=False)
@@ -257,21 +280,22 @@ def _dilated_branches_backward(
     n, t, v, nb, bc = _geometry(x, weight)
     k = weight.shape[3]
     dy = dy.to(x.dtype)
-    if nb > MAX_BRANCHES or not (kernels_apply(x, bc) and rows_view(dy) is not None):
+    if nb > MAX_BRANCHES or k != TAPS or not (kernels_apply(x, bc) and rows_view(dy) is not None):
         return _reference_backward(dy, x, weight, dilations, stride)
     w = weight.to(x.dtype).permute(0, 3, 1, 2).contiguous()  # [branch, tap, out, in]: the mirrored GEMM
     dx = _shifted_gemm(dy, w, None, dilations, t, stride, grad=True)
     t_out = dy.shape[2]
     rows = n * t_out * v
     step_rows = LAUNCH["wgrad_rows"]
-    chunks = max(1, min(triton.cdiv(rows, step_rows), LAUNCH["wgrad_programs"] // (nb * k)))
+    chunks = max(1, min(triton.cdiv(rows, step_rows), LAUNCH["wgrad_programs"] // nb))
     chunk_rows = triton.cdiv(triton.cdiv(rows, chunks), step_rows) * step_rows
     chunks = triton.cdiv(rows, chunk_rows)
     part_w = torch.empty(chunks, nb, k, bc, bc, device=x.device, dtype=torch.float32)
     part_b = torch.empty(chunks, nb, bc, device=x.device, dtype=torch.float32)
-    _weight_grad_kernel[(chunks, nb, k)](
+    _weight_grad_kernel[(chunks, nb)](
         x, dy, part_w, part_b, rows, t, t_out, v, rows_view(x), rows_view(dy), stride,
-        bc, k, step_rows, chunk_rows // step_rows, *_four(dilations), num_warps=LAUNCH["wgrad_warps"],
+        bc, step_rows, chunk_rows // step_rows, *_four(dilations),
+        num_warps=LAUNCH["wgrad_warps"] * (2 if bc >= 64 else 1),
     )  # fmt: skip
     dw = part_w.sum(0).permute(0, 3, 2, 1).to(weight.dtype)  # [branch, tap, in, out] → [branch, out, in, tap]
     return dx, dw.contiguous(), part_b.sum(0).flatten().to(weight.dtype)
@@ -312,7 +336,7 @@ def dilated_branches(
     """
     weight = torch.stack([w.squeeze(-1) for w in weights])  # [branches, out, in, K]
     bias = torch.cat(list(biases))
-    if len(dilations) > MAX_BRANCHES or not kernels_apply(x, weight.shape[1]):
+    if len(dilations) > MAX_BRANCHES or weight.shape[3] != TAPS or not kernels_apply(x, weight.shape[1]):
         return _reference(x, weight, bias, dilations, stride)
     return _dilated_branches_op(x, weight, bias, list(dilations), stride)
 
