@@ -12,7 +12,8 @@ intercepted (:func:`recorded_launches`), so the arguments, constexprs and launch
 the ones the wrapper would pass on the GPU; each recorded launch is then compiled for the target
 (:func:`compile_for`) and read (:func:`resource_usage`)::
 
-    python bench/kernel_resources.py           # SA-GC's kernels of both training paths, each block shape
+    python bench/kernel_resources.py           # SA-GC's kernels of both training paths, each block shape,
+                                               # and the TCN's dilated-branches op (temporal_conv.py)
     python bench/kernel_resources.py --sweep   # ... and the fused backward at every launch of its space
 
 Writes ``bench/results/kernel_resources.json`` (``--out`` elsewhere).
@@ -170,6 +171,39 @@ def block_rows(shapes: dict[tuple[int, int, int], int], sweep: bool) -> list[dic
     return rows
 
 
+def temporal_conv_rows(batch: int, frames: int) -> list[dict[str, Any]]:
+    """The Triton dilated-branches op's three launches (forward, input gradient, weight gradient) at
+    each TCN shape of InfoGCN's training step (``C/4`` channels per branch, dilations 1 and 2)."""
+    from trainer.models import temporal_conv as tc
+
+    shapes = {(64, 1, frames): 3, (128, 2, frames): 1, (128, 1, frames // 2): 2, (256, 2, frames // 2): 1}
+    shapes[(256, 1, frames // 4)] = 2
+    rows = []
+    for (c, stride, t), count in shapes.items():
+        bc, seqs, t_out = c // 4, 2 * batch, (t + stride - 1) // stride
+        wide = torch.empty(seqs, 3 * bc, t, 25, dtype=torch.bfloat16).contiguous(
+            memory_format=torch.channels_last
+        )
+        x = wide[:, : 2 * bc]
+        dy = torch.empty(seqs, 2 * bc, t_out, 25, dtype=torch.bfloat16).contiguous(
+            memory_format=torch.channels_last
+        )
+        w = torch.empty(2, tc.TAPS, bc, bc, dtype=torch.bfloat16)
+        bias = torch.empty(2 * bc, dtype=torch.bfloat16)
+        calls = [
+            partial(tc._shifted_gemm, x, w, bias, [1, 2], t_out, stride, False),
+            partial(tc._shifted_gemm, dy, w, None, [1, 2], t, stride, True),
+            partial(tc._weight_grad, x, dy, 2, [1, 2], stride),
+        ]
+        for call, direction in zip(calls, ("forward", "input gradient", "weight gradient"), strict=True):
+            for row in measure(call):
+                row.update(path=f"temporal conv, {direction}", c=c, n=f"{bc}/s{stride}", blocks=count)
+                row.update(launch=dict(tc.LAUNCH), chosen=True)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", action="store_true", help="every launch of the sweep's space")
@@ -188,7 +222,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kernel_resources_") as cache:
         # a fresh cache, so that each compile time is a compile's (Triton's cache would answer repeats)
         triton.knobs.cache.dir = cache
-        rows = block_rows(shapes, args.sweep)
+        rows = block_rows(shapes, args.sweep) + temporal_conv_rows(args.batch, args.frames)
     result = {"target": f"sm_{HOPPER.arch}", "triton": triton.__version__, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -283,8 +283,9 @@ def plot_op_floors(result: dict, path: Path) -> Path | None:
 
 def sweep_temporal_conv(batch: int, device: torch.device, iters: int) -> list[dict]:
     """Training time (fwd + bwd) of the Triton dilated-branches op per TCN shape and launch: first the
-    forward / input-gradient kernel's rows and warps, then, at the best of those, the weight-gradient
-    kernel's rows per step and program count (``temporal_conv.LAUNCH``)."""
+    forward / input-gradient kernel's rows and warps, then, at the best so far, the weight-gradient
+    kernel's rows per step and pipeline stages, then its warps and program count
+    (``temporal_conv.LAUNCH``)."""
     from trainer.models import temporal_conv
 
     default = dict(temporal_conv.LAUNCH)
@@ -303,7 +304,8 @@ def sweep_temporal_conv(batch: int, device: torch.device, iters: int) -> list[di
         best, best_ms = dict(default), float("inf")
         stages = [
             [{"rows": r, "warps": w} for r in (32, 64, 128) for w in (4, 8)],
-            [{"wgrad_rows": r, "wgrad_programs": p} for r in (32, 64, 128) for p in (256, 512, 1024)],
+            [{"wgrad_rows": r, "wgrad_stages": st} for r in (32, 64, 128) for st in (1, 2, 3)],
+            [{"wgrad_warps": w, "wgrad_programs": p} for w in (4, 8) for p in (128, 256, 512)],
         ]
         for stage in stages:
             base = dict(best)

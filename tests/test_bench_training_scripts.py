@@ -567,3 +567,17 @@ def test_kernel_resources_compiles_the_launch_the_wrapper_makes_for_hopper_witho
     from trainer.models.sagc_mixed_training import backward_launch
 
     assert rows[3]["launch"] == asdict(backward_launch(64, 64))  # the launch the wrapper passed
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON_REASON)
+def test_kernel_resources_builds_the_temporal_conv_launches_for_hopper_without_spills() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from kernel_resources import temporal_conv_rows
+
+    rows = temporal_conv_rows(batch=2, frames=64)  # five TCN shapes × forward, input and weight gradient
+    assert len(rows) == 15
+    assert {r["kernel"] for r in rows} == {"_shifted_gemm_kernel", "_weight_grad_kernel"}
+    for row in rows:
+        assert "failed" not in row, row
+        # the chosen launches keep every value in registers and leave room for a second block per SM
+        assert row["stack_bytes"] == 0 and row["shared_bytes"] < 100 * 1024, row

@@ -38,12 +38,22 @@ from torch import Tensor
 from trainer.models.batchnorm_kernels import rows_view
 from trainer.models.triton_support import relative_error, tl, triton, triton_applies
 
-# The kernels' launches (untuned first guesses; bench/op_roofline.py --sweep-tconv times others):
-# output rows per program and warps of the forward / input-gradient kernel; rows per inner step,
-# about how many programs (chunks × branches) and warps (twice as many at C_b = 64: its five
-# accumulators) of the weight-gradient kernel. H100, 2026-12-07: rows 64, warps 4 timed best of
-# 32/64/128 rows × 4/8 warps, with the first weight-gradient kernel (one program per tap).
-LAUNCH = {"rows": 64, "warps": 4, "wgrad_rows": 64, "wgrad_programs": 256, "wgrad_warps": 4}
+# The kernels' launches: output rows per program and warps of the forward / input-gradient kernel
+# (H100, 2026-12-07: 64 rows and 4 warps timed best of 32/64/128 × 4/8 with the first weight-gradient
+# kernel); rows per inner step, about how many programs (chunks × branches), warps and pipeline
+# stages of the weight-gradient kernel — untimed, chosen by what they cost on sm_90
+# (``bench/kernel_resources.py``): its five fp32 accumulators and shifted loads take 93 / 168 / 128
+# registers per thread and 2 / 4 / 46 KiB of shared memory at C_b = 16 / 32 / 64 with these, against
+# up to 255 registers (spilling at C_b = 32) and 138 KiB (one block per SM at C_b = 64) with 64 rows,
+# 4 warps and 3 stages. ``bench/op_roofline.py --sweep-tconv`` times the alternatives.
+LAUNCH = {
+    "rows": 64,
+    "warps": 4,
+    "wgrad_rows": 32,
+    "wgrad_programs": 256,
+    "wgrad_warps": 8,
+    "wgrad_stages": 2,
+}
 
 
 TAPS = 5  # the kernels' temporal kernel size (the TCN's)
@@ -284,21 +294,30 @@ def _dilated_branches_backward(
         return _reference_backward(dy, x, weight, dilations, stride)
     w = weight.to(x.dtype).permute(0, 3, 1, 2).contiguous()  # [branch, tap, out, in]: the mirrored GEMM
     dx = _shifted_gemm(dy, w, None, dilations, t, stride, grad=True)
-    t_out = dy.shape[2]
+    dw, db = _weight_grad(x, dy, nb, dilations, stride)
+    return dx, dw.to(weight.dtype), db.to(weight.dtype)
+
+
+def _weight_grad(
+    x: Tensor, dy: Tensor, nb: int, dilations: Sequence[int], stride: int
+) -> tuple[Tensor, Tensor]:
+    """fp32 ``(d weight [branches, out, in, K], d bias [branches·C_b])`` with :func:`_weight_grad_kernel`."""
+    n, _, t, v = x.shape
+    bc, t_out = dy.shape[1] // nb, dy.shape[2]
     rows = n * t_out * v
     step_rows = LAUNCH["wgrad_rows"]
     chunks = max(1, min(triton.cdiv(rows, step_rows), LAUNCH["wgrad_programs"] // nb))
     chunk_rows = triton.cdiv(triton.cdiv(rows, chunks), step_rows) * step_rows
     chunks = triton.cdiv(rows, chunk_rows)
-    part_w = torch.empty(chunks, nb, k, bc, bc, device=x.device, dtype=torch.float32)
+    part_w = torch.empty(chunks, nb, TAPS, bc, bc, device=x.device, dtype=torch.float32)
     part_b = torch.empty(chunks, nb, bc, device=x.device, dtype=torch.float32)
     _weight_grad_kernel[(chunks, nb)](
         x, dy, part_w, part_b, rows, t, t_out, v, rows_view(x), rows_view(dy), stride,
         bc, step_rows, chunk_rows // step_rows, *_four(dilations),
-        num_warps=LAUNCH["wgrad_warps"] * (2 if bc >= 64 else 1),
+        num_warps=LAUNCH["wgrad_warps"], num_stages=LAUNCH["wgrad_stages"],
     )  # fmt: skip
-    dw = part_w.sum(0).permute(0, 3, 2, 1).to(weight.dtype)  # [branch, tap, in, out] → [branch, out, in, tap]
-    return dx, dw.contiguous(), part_b.sum(0).flatten().to(weight.dtype)
+    # [branch, tap, in, out] → [branch, out, in, tap]
+    return part_w.sum(0).permute(0, 3, 2, 1).contiguous(), part_b.sum(0).flatten()
 
 
 @_dilated_branches_backward.register_fake
