@@ -370,10 +370,17 @@ PROFILE_STEPS = 5
 
 
 def record_train_profile(
-    args: argparse.Namespace, device: torch.device, store: PreparedStore, mode: str, fused: bool | None = None
-) -> Any:
-    """``torch.profiler`` record of :data:`PROFILE_STEPS` crossglg training steps at batch 128
-    (``fused``: SA-GC's attention path, as in :func:`build`)."""
+    args: argparse.Namespace,
+    device: torch.device,
+    store: PreparedStore,
+    mode: str,
+    fused: bool | None = None,
+    with_ops: bool = False,
+) -> tuple[Any, Any]:
+    """``torch.profiler`` records of :data:`PROFILE_STEPS` crossglg training steps at batch 128
+    (``fused``: SA-GC's attention path, as in :func:`build`): the kernels' record, and with
+    ``with_ops`` a second record of as many steps with the host-side ATen ops and their input shapes
+    (for :func:`aten_op_rows`; else None)."""
     from torch.profiler import ProfilerActivity, profile
 
     torch._dynamo.reset()
@@ -392,8 +399,8 @@ def record_train_profile(
             x, y, _ = next(batches)
             step(x, y, kb)
         sync(device)
-    if not args.profile_ops:
-        return prof
+    if not with_ops:
+        return prof, None
     # A second record with the host-side ops and their input shapes, for aten_op_rows: which ATen op
     # launched which kernels (only where the step is not replayed as a CUDA graph).
     both = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -402,8 +409,7 @@ def record_train_profile(
             x, y, _ = next(batches)
             step(x, y, kb)
         sync(device)
-    args.profile_ops_record = ops
-    return prof
+    return prof, ops
 
 
 def aten_op_rows(prof: Any, steps: int, device: torch.device, top: int = 25) -> list[dict]:
@@ -532,7 +538,7 @@ def bandwidth_profile(
         yield "skipped", {"reason": "the kernel profile needs CUDA (the CPU path runs eagerly)"}
         return
     records: dict[str, Callable[[], Any]] = {
-        f"train batch {PROFILE_BATCH}": lambda: record_train_profile(args, device, store, args.compile),
+        f"train batch {PROFILE_BATCH}": lambda: record_train_profile(args, device, store, args.compile)[0],
         "eval batch 256": lambda: record_eval_profile(args, device, store, args.compile),
     }
     for name, record in records.items():
@@ -789,12 +795,12 @@ def main() -> None:
             save()
     if "profile" in args.sections and schedule.runs("profile"):
         with compare_setting(args.profile_mode) as (mode, fused):
-            prof = record_train_profile(args, device, store, mode, fused)
+            prof, ops = record_train_profile(args, device, store, mode, fused, args.profile_ops)
         rows = kernel_rows(prof, PROFILE_STEPS, device)
         result["profile_top_kernels"] = {"compile": args.profile_mode, "rows": rows}
         print_profile(rows)
-        if args.profile_ops:
-            op_rows = aten_op_rows(args.profile_ops_record, PROFILE_STEPS, device)
+        if ops is not None:
+            op_rows = aten_op_rows(ops, PROFILE_STEPS, device)
             result["profile_aten_ops"] = {"compile": args.profile_mode, "rows": op_rows}
             print("ATen ops by the GPU time they launched themselves (ms per step, launches, input shapes)")
             for row in op_rows:

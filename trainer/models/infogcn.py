@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.models import temporal_conv
 from trainer.models.base import BN_STATE_KEYS, SkeletonEncoder, TemporalConvBN, bn_init, conv_init
 from trainer.models.batchnorm_kernels import bn_act
 from trainer.models.frame_matmul import frame_matmul
@@ -44,7 +43,7 @@ from trainer.models.sagc_attention import sagc_attention
 from trainer.models.sagc_epilogue import Epilogue, batchnorm_affine, uses_running_statistics
 from trainer.models.sagc_inference import sagc_mixed_attention
 from trainer.models.sagc_mixed_training import sagc_mixed_attention_training
-from trainer.models.temporal_conv import dilated_branches
+from trainer.models.temporal_conv import dilated_branches, kernels_apply
 
 
 def pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
@@ -411,7 +410,8 @@ class MultiScaleTemporalConv(nn.Module):
         parts = active.split(self.branch_channels, dim=1)
         n_dilated = len(self.dilated) * self.branch_channels
         use_op = self.triton_dilations if torch.is_grad_enabled() else self.triton_dilations_eval
-        if use_op and temporal_conv.kernels_apply(active, self.branch_channels):
+        by_op = use_op and kernels_apply(active, self.branch_channels)
+        if by_op:
             # both branches in one op reading the channel slice in place (no dense copy, no zero taps)
             weights, biases = [c.weight for c in self.dilated], [c.bias for c in self.dilated]
             outs = [dilated_branches(active[:, :n_dilated], weights, biases, self.dilations, self.stride)]
@@ -429,7 +429,7 @@ class MultiScaleTemporalConv(nn.Module):
                 else parts
             )
             outs = [conv(part) for conv, part in zip(self.dilated, inputs[: len(self.dilated)], strict=True)]
-        if self.dense_conv_gradients and torch.is_grad_enabled():
+        if self.dense_conv_gradients and torch.is_grad_enabled() and not by_op:  # the op reads strided ones
             outs = [dense_gradient(out) for out in outs]
         outs.append(
             temporal_max_pool3(parts[-1], self.stride) if self.index_free_pool else self.pool(parts[-1])

@@ -183,6 +183,13 @@ def _four(dilations: Sequence[int]) -> list[int]:
     return [*dilations, *[1] * (MAX_BRANCHES - len(dilations))]
 
 
+def _kernels_take(x: Tensor, weight: Tensor) -> bool:
+    """Whether the kernels compute the op for ``x`` and ``weight [branches, C_b, C_b, K]``: at most
+    :data:`MAX_BRANCHES` branches, ``K`` = :data:`TAPS`, and :func:`kernels_apply`."""
+    nb, bc, _, k = weight.shape
+    return nb <= MAX_BRANCHES and k == TAPS and kernels_apply(x, bc)
+
+
 def _geometry(x: Tensor, weight: Tensor) -> tuple[int, int, int, int, int]:
     """(N, T, V, branches, branch width) of the op's input ``x [N, nb·bc, T, V]`` and ``weight``."""
     n, c, t, v = x.shape
@@ -268,7 +275,7 @@ def _dilated_branches_op(
     x: Tensor, weight: Tensor, bias: Tensor, dilations: list[int], stride: int
 ) -> Tensor:
     n, t, v, nb, bc = _geometry(x, weight)
-    if nb > MAX_BRANCHES or weight.shape[3] != TAPS or not kernels_apply(x, bc):
+    if not _kernels_take(x, weight):
         return _reference(x, weight, bias, dilations, stride)
     w = weight.to(x.dtype).permute(0, 3, 2, 1).contiguous()  # [branch, tap, in, out]
     return _shifted_gemm(x, w, bias, dilations, _frames_out(t, stride), stride, grad=False)
@@ -288,9 +295,8 @@ def _dilated_branches_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(dx, d weight, d bias)`` of :func:`dilated_branches`."""
     n, t, v, nb, bc = _geometry(x, weight)
-    k = weight.shape[3]
     dy = dy.to(x.dtype)
-    if nb > MAX_BRANCHES or k != TAPS or not (kernels_apply(x, bc) and rows_view(dy) is not None):
+    if not (_kernels_take(x, weight) and rows_view(dy) is not None):
         return _reference_backward(dy, x, weight, dilations, stride)
     w = weight.to(x.dtype).permute(0, 3, 1, 2).contiguous()  # [branch, tap, out, in]: the mirrored GEMM
     dx = _shifted_gemm(dy, w, None, dilations, t, stride, grad=True)
@@ -355,7 +361,7 @@ def dilated_branches(
     """
     weight = torch.stack([w.squeeze(-1) for w in weights])  # [branches, out, in, K]
     bias = torch.cat(list(biases))
-    if len(dilations) > MAX_BRANCHES or weight.shape[3] != TAPS or not kernels_apply(x, weight.shape[1]):
+    if not _kernels_take(x, weight):
         return _reference(x, weight, bias, dilations, stride)
     return _dilated_branches_op(x, weight, bias, list(dilations), stride)
 
