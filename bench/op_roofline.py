@@ -281,11 +281,58 @@ def plot_op_floors(result: dict, path: Path) -> Path | None:
     return save_figure(fig, plt, path)
 
 
+def split_temporal_conv(shapes: list, device: torch.device, iters: int) -> dict[str, float]:
+    """ms per training step of each kernel of the Triton dilated-branches op alone, at the current
+    ``temporal_conv.LAUNCH``: the forward, the input gradient and the weight gradient (its partial
+    sums included), each summed over the TCN shapes ``(BlockShape, sequences, C_b)`` × their counts."""
+    totals = {"forward": 0.0, "input_gradient": 0.0, "weight_gradient": 0.0}
+    for shape, seqs, bc in shapes:
+        calls = temporal_conv_kernels(temporal_conv_inputs(shape, seqs, bc, device), shape)
+        for name, call in calls.items():
+            totals[name] += 1e3 * time_call(call, device, iters) * shape.count
+    return {name: round(ms, 4) for name, ms in totals.items()}
+
+
+def temporal_conv_inputs(
+    shape: BlockShape, seqs: int, bc: int, device: torch.device, dtype: torch.dtype = torch.bfloat16
+) -> dict[str, Tensor]:
+    """One TCN shape's operands of the dilated-branches op (d = 1, 2): ``x`` a channel slice of
+    the ``3·C_b``-channel activation (as in the TCN), ``dy`` its output gradient, ``weight`` in the
+    op's ``[branch, out, in, tap]`` layout."""
+    from trainer.models.temporal_conv import TAPS
+
+    def rows(channels: int, frames: int) -> Tensor:
+        t = torch.randn(seqs, channels, frames, NUM_JOINTS, device=device).to(dtype)
+        return t.contiguous(memory_format=torch.channels_last)
+
+    return {
+        "x": rows(3 * bc, shape.frames)[:, : 2 * bc],
+        "dy": rows(2 * bc, (shape.frames + shape.stride - 1) // shape.stride),
+        "weight": (0.1 * torch.randn(2, bc, bc, TAPS, device=device)).to(dtype),
+    }
+
+
+def temporal_conv_kernels(inputs: dict[str, Tensor], shape: BlockShape) -> dict[str, Callable[[], object]]:
+    """The op's three kernel calls on :func:`temporal_conv_inputs`, as its forward and backward make
+    them: the forward, the input gradient (the mirrored GEMM) and the fp32 weight and bias gradients."""
+    from trainer.models import temporal_conv as tc
+
+    x, dy, weight, s = inputs["x"], inputs["dy"], inputs["weight"], shape.stride
+    forward_w = weight.permute(0, 3, 2, 1).contiguous()  # [branch, tap, in, out]
+    mirrored_w = weight.permute(0, 3, 1, 2).contiguous()  # [branch, tap, out, in]
+    bias = torch.zeros(weight.shape[0] * weight.shape[1], device=x.device, dtype=x.dtype)
+    return {
+        "forward": lambda: tc._shifted_gemm(x, forward_w, bias, (1, 2), dy.shape[2], s, grad=False),
+        "input_gradient": lambda: tc._shifted_gemm(dy, mirrored_w, None, (1, 2), x.shape[2], s, grad=True),
+        "weight_gradient": lambda: tc._weight_grad(x, dy, weight.shape[0], (1, 2), s),
+    }
+
+
 def sweep_temporal_conv(batch: int, device: torch.device, iters: int) -> list[dict]:
     """Training time (fwd + bwd) of the Triton dilated-branches op per TCN shape and launch: first the
     forward / input-gradient kernel's rows and warps, then, at the best so far, the weight-gradient
     kernel's rows per step and pipeline stages, then its warps and program count
-    (``temporal_conv.LAUNCH``)."""
+    (``temporal_conv.LAUNCH``); last, at the best launch, each kernel alone (:func:`split_temporal_conv`)."""
     from trainer.models import temporal_conv
 
     default = dict(temporal_conv.LAUNCH)
@@ -323,6 +370,9 @@ def sweep_temporal_conv(batch: int, device: torch.device, iters: int) -> list[di
                     best, best_ms = launch, ms
         rows.append({"best": best, "ms_per_step": round(best_ms, 4)})
         print(json.dumps(rows[-1]), flush=True)
+        temporal_conv.LAUNCH.update(best)
+        rows.append({"split_at_best": split_temporal_conv(shapes, device, iters)})
+        print(json.dumps(rows[-1]), flush=True)
     finally:
         temporal_conv.LAUNCH.update(default)
     return rows
@@ -341,7 +391,8 @@ def main() -> None:
     parser.add_argument(
         "--sweep-tconv",
         action="store_true",
-        help="only sweep the Triton dilated-branches op's launches (CUDA), written beside --out",
+        help="only sweep the Triton dilated-branches op's launches, then time its three kernels alone at the "
+        "best (CUDA); written beside --out",
     )
     args = parser.parse_args()
     if args.replot:

@@ -38,21 +38,24 @@ from torch import Tensor
 from trainer.models.batchnorm_kernels import rows_view
 from trainer.models.triton_support import relative_error, tl, triton, triton_applies
 
-# The kernels' launches: output rows per program and warps of the forward / input-gradient kernel
-# (H100, 2026-12-07: 64 rows and 4 warps timed best of 32/64/128 × 4/8 with the first weight-gradient
-# kernel); rows per inner step, about how many programs (chunks × branches), warps and pipeline
-# stages of the weight-gradient kernel — untimed, chosen by what they cost on sm_90
-# (``bench/kernel_resources.py``): its five fp32 accumulators and shifted loads take 93 / 168 / 128
-# registers per thread and 2 / 4 / 46 KiB of shared memory at C_b = 16 / 32 / 64 with these, against
-# up to 255 registers (spilling at C_b = 32) and 138 KiB (one block per SM at C_b = 64) with 64 rows,
-# 4 warps and 3 stages. ``bench/op_roofline.py --sweep-tconv`` times the alternatives.
+# The kernels' launches, timed on an H100 (``bench/op_roofline.py --sweep-tconv``, fwd + bwd of the
+# five TCN shapes at batch 128): output rows per program and warps of the forward / input-gradient
+# kernel (64 rows, 4 warps best of 32/64/128 × 4/8, 2026-12-07, sessions 15 and 16); rows per inner
+# step, about how many programs (chunks × branches), warps and pipeline stages of the weight-gradient
+# kernel (session 16: 64 rows, 256 programs, 4 warps, 3 stages, 2.82 ms per step against 3.31 for the
+# untimed pick of session 15 — 32 rows, 8 warps, 2 stages — and 3.09 for the merged cuDNN
+# convolution; 128 programs did 3–5% better on the two 256-channel shapes and worse on the three
+# others, so one launch serves all). At the model's shapes (batch 128, where the row loop is long
+# enough for Triton to pipeline it) it takes 160 / 255 / 220 registers per thread on sm_90, spills 8
+# bytes at C_b = 32 and uses 6 / 12 / 137 KiB of shared memory at C_b = 16 / 32 / 64 (one block per
+# SM at 64; ``bench/kernel_resources.py``): session 15's spill-free pick was slower on every shape.
 LAUNCH = {
     "rows": 64,
     "warps": 4,
-    "wgrad_rows": 32,
+    "wgrad_rows": 64,
     "wgrad_programs": 256,
-    "wgrad_warps": 8,
-    "wgrad_stages": 2,
+    "wgrad_warps": 4,
+    "wgrad_stages": 3,
 }
 
 
