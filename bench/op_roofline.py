@@ -318,8 +318,7 @@ def temporal_conv_kernels(inputs: dict[str, Tensor], shape: BlockShape) -> dict[
     from trainer.models import temporal_conv as tc
 
     x, dy, weight, s = inputs["x"], inputs["dy"], inputs["weight"], shape.stride
-    forward_w = weight.permute(0, 3, 2, 1).contiguous()  # [branch, tap, in, out]
-    mirrored_w = weight.permute(0, 3, 1, 2).contiguous()  # [branch, tap, out, in]
+    forward_w, mirrored_w = tc._tap_major(weight, x.dtype), tc._tap_major(weight, x.dtype, mirrored=True)
     bias = torch.zeros(weight.shape[0] * weight.shape[1], device=x.device, dtype=x.dtype)
     return {
         "forward": lambda: tc._shifted_gemm(x, forward_w, bias, (1, 2), dy.shape[2], s, grad=False),

@@ -193,6 +193,12 @@ def _kernels_take(x: Tensor, weight: Tensor) -> bool:
     return nb <= MAX_BRANCHES and k == TAPS and kernels_apply(x, bc)
 
 
+def _tap_major(weight: Tensor, dtype: torch.dtype, mirrored: bool = False) -> Tensor:
+    """``weight [branches, out, in, K]`` as :func:`_shifted_gemm_kernel` reads it: ``[branch, tap, in,
+    out]`` for the forward, ``[branch, tap, out, in]`` (``mirrored``) for the input gradient."""
+    return weight.to(dtype).permute(0, 3, *((1, 2) if mirrored else (2, 1))).contiguous()
+
+
 def _geometry(x: Tensor, weight: Tensor) -> tuple[int, int, int, int, int]:
     """(N, T, V, branches, branch width) of the op's input ``x [N, nb·bc, T, V]`` and ``weight``."""
     n, c, t, v = x.shape
@@ -280,8 +286,9 @@ def _dilated_branches_op(
     n, t, v, nb, bc = _geometry(x, weight)
     if not _kernels_take(x, weight):
         return _reference(x, weight, bias, dilations, stride)
-    w = weight.to(x.dtype).permute(0, 3, 2, 1).contiguous()  # [branch, tap, in, out]
-    return _shifted_gemm(x, w, bias, dilations, _frames_out(t, stride), stride, grad=False)
+    return _shifted_gemm(
+        x, _tap_major(weight, x.dtype), bias, dilations, _frames_out(t, stride), stride, grad=False
+    )
 
 
 @_dilated_branches_op.register_fake
@@ -301,8 +308,7 @@ def _dilated_branches_backward(
     dy = dy.to(x.dtype)
     if not (_kernels_take(x, weight) and rows_view(dy) is not None):
         return _reference_backward(dy, x, weight, dilations, stride)
-    w = weight.to(x.dtype).permute(0, 3, 1, 2).contiguous()  # [branch, tap, out, in]: the mirrored GEMM
-    dx = _shifted_gemm(dy, w, None, dilations, t, stride, grad=True)
+    dx = _shifted_gemm(dy, _tap_major(weight, x.dtype, mirrored=True), None, dilations, t, stride, grad=True)
     dw, db = _weight_grad(x, dy, nb, dilations, stride)
     return dx, dw.to(weight.dtype), db.to(weight.dtype)
 
