@@ -30,7 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are defined (CPU runs)
+if __name__ == "__main__":  # the script only: an import (a test of its helpers) leaves the environment alone
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels are defined (CPU runs)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,16 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _triton_interpret_unchanged() -> Iterator[None]:
+    """Undo a test's change of ``TRITON_INTERPRET`` (an import that sets it would otherwise run every
+    later test's subprocesses through Triton's interpreter: 2026-12-07, two bench tests took 245 and
+    340 s instead of ~15 s each)."""
+    before = os.environ.get("TRITON_INTERPRET")
+    yield
+    if before is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = before

@@ -380,6 +380,18 @@ def test_saved_activations_traffic_floor_writes_and_reads_each_saved_byte_once()
     assert floor["samples_per_s_bound"] == 100_000
 
 
+def test_importing_saved_activations_leaves_the_environment_alone() -> None:
+    # the script runs Triton's interpreter on the CPU; an import of its helpers must not turn it on
+    # for the importing process and its children
+    code = "import os, sys; sys.path.insert(0, 'bench'); import saved_activations;"
+    code += "print(os.environ.get('TRITON_INTERPRET'))"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    args = [sys.executable, "-c", code]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "None"
+
+
 def test_block_shapes_cover_the_nine_blocks_with_their_frames() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     from block_throughput import block_shapes
