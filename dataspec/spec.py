@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from dataspec.resources import resource_dir
+
 SIDES = ("left", "right", "center")
 # libyaml's loader is ~10x faster than the pure-Python one; both are safe loaders.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -23,9 +25,10 @@ class SpecError(ValueError):
 
 
 def data_dir() -> Path:
-    """The folder with ``datasets/`` and ``lexicon/``: ``$CROSSGLG_DATA`` or the repository's ``data/``."""
+    """The folder with ``datasets/`` and ``lexicon/``: ``$CROSSGLG_DATA`` or the toolkit's ``data/``
+    (the checkout's, or the installed copy: :func:`dataspec.resources.resource_dir`)."""
     env = os.environ.get("CROSSGLG_DATA")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+    return Path(env) if env else resource_dir("data")
 
 
 def normalize_class_id(raw: str) -> str:

@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 from dataspec import ActionClass, DatasetSpec
+from dataspec.resources import resource_dir
 
 GLOBAL_TEMPLATE = "global_action"
 JOINTS_TEMPLATE = "joint_motion"
@@ -26,9 +27,10 @@ class TemplateError(ValueError):
 
 
 def prompts_dir() -> Path:
-    """The folder with the prompt templates: ``$KBGEN_PROMPTS`` or the repository's ``prompts/``."""
+    """The folder with the prompt templates: ``$KBGEN_PROMPTS`` or the toolkit's ``prompts/`` (the
+    checkout's, or the installed copy: :func:`dataspec.resources.resource_dir`)."""
     env = os.environ.get("KBGEN_PROMPTS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "prompts"
+    return Path(env) if env else resource_dir("prompts")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -12,10 +10,12 @@ from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from dataspec.resources import resource_dir
 from kbgen.store.errors import StoreError
 
-# The repository's migrations/ folder, found from this file so the CLI works from any cwd.
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# The toolkit's migrations/ folder (the checkout's, or the copy a wheel installs), found from the code so
+# the CLI works from any cwd.
+MIGRATIONS_DIR = resource_dir("migrations")
 ALEMBIC_INI = MIGRATIONS_DIR / "alembic.ini"
 # Key of the transaction-level advisory lock that serializes kbgen's writers on PostgreSQL.
 POSTGRES_WRITE_LOCK_KEY = 0x6B6267656E  # b"kbgen"
@@ -36,9 +36,7 @@ def postgres_write_lock(conn: Connection, timeout_s: float = 30) -> None:
 def alembic_config(url: str, connection: Connection | None = None) -> Config:
     """An Alembic config for ``url``; with ``connection`` the migration runs on it (no new engine)."""
     if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise StoreError(
-            f"kbgen's migrations are missing ({MIGRATIONS_DIR}): reinstall kbgen from the repository"
-        )
+        raise StoreError(f"kbgen's migrations are missing ({MIGRATIONS_DIR}): reinstall the crossglg package")
     cfg = Config(str(ALEMBIC_INI)) if ALEMBIC_INI.is_file() else Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation would choke on '%' in URL-encoded passwords.
