@@ -866,7 +866,7 @@ MODEL_CANDIDATES = {
     "(InfoGCN dense_conv_gradients), not strided slices cuDNN copies",
     "tritonconv": "the TCN's dilated branches as one Triton implicit-GEMM op per direction, training "
     "and eval (InfoGCN triton_dilations + triton_dilations_eval, trainer/models/temporal_conv.py)",
-    "tritonconvtrain": "tritonconv in training only (InfoGCN triton_dilations)",
+    "tritonconvtrain": "tritonconv in training only (InfoGCN triton_dilations, the default since 2026-12-07)",
     "tritonconveval": "tritonconv in eval only (InfoGCN triton_dilations_eval)",
     "mixtrain": "training: SA-GC's channel mixing inside its attention kernels, forward and backward "
     "(InfoGCN fused_mixing_train, trainer/models/sagc_mixed_training.py)",
