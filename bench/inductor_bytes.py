@@ -54,7 +54,10 @@ GPU_THRESHOLDS = {"realize_opcount_threshold": 30, "realize_acc_reads_threshold"
 
 def as_on_a_gpu() -> None:
     """Make the model take its CUDA-only paths on the CPU too where they change the graph: the
-    merged dilated convolution with autograd on (:func:`trainer.models.infogcn.merge_dilations_here`)."""
+    merged dilated convolution with autograd on (:func:`trainer.models.infogcn.merge_dilations_here`).
+    Since 2026-12-07 a GPU runs the Triton op of ``triton_dilations`` there instead (no CPU kernel
+    outside the interpreter). The count here is the merged convolution's path: it also includes the
+    dense copy of the branches' input that path writes and the op reads in place."""
     infogcn.merge_dilations_here = lambda x: torch.is_grad_enabled()
 
 
